@@ -1,0 +1,115 @@
+"""One-shot checks outside training: ``audit()`` returns a report, ``assert_equivariant()`` raises for pytest."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from eqmonitor.functional._isolation import model_dtype
+from eqmonitor.functional.orbit import orbit_errors
+from eqmonitor.groups import Group
+from eqmonitor.report import AuditReport, default_tolerance
+from eqmonitor.results import OrbitErrors
+from eqmonitor.symmetry import Symmetry
+
+__all__ = ["assert_equivariant", "audit", "default_elements"]
+
+log = logging.getLogger(__name__)
+
+
+def default_elements(group: Group, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Elements for an audit: every element of a finite group of order ≤ ``n``; else the plot grid of ``n``
+    elements for one-parameter groups (includes the exact ones); else ``n`` Haar samples from ``generator``.
+    """
+    order = group.order()
+    if order is not None:
+        return group.all_elements() if order <= n else group.sample(n, generator=generator)
+    if group.param_dim == 1:
+        return group.grid(n)
+    return group.sample(n, generator=generator)
+
+
+def audit(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    *,
+    labels: Optional[Tensor] = None,
+    elements: Optional[Union[Tensor, Sequence]] = None,
+    n_elements: int = 32,
+    seed: int = 0,
+    max_batch: Union[int, str] = "auto",
+) -> AuditReport:
+    """Measure ``model`` under ``symmetry`` on ``x`` and summarise it as an :class:`AuditReport`.
+
+    Args:
+        model: the model (left exactly as found).
+        x: ``[N, ...]`` samples.
+        symmetry: what to check.
+        labels: ``[N]`` true classes (for the ``confidence`` error).
+        elements: ``[K, p]`` elements; default :func:`default_elements` with ``n_elements`` and ``seed``.
+        n_elements: how many elements when ``elements`` is not given.
+        seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
+        max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
+
+    Example:
+        >>> import torch, eqmonitor as eqm
+        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> sym = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant")
+        >>> eqm.audit(model, torch.randn(8, 1, 28, 28), sym).verdict
+        'exact'
+    """
+    if elements is None:
+        elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
+    report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
+    log.info("eqmonitor audit of %s: %s (max relative error %.3e)", symmetry.name, report.verdict,
+             report.stats["relative"]["max"])  # fmt: skip
+    return report
+
+
+def format_failure(orbit: OrbitErrors, tolerance: float) -> str:
+    """The assertion message: worst error, where it occurred, and the per-element table."""
+    report = AuditReport.from_orbit(orbit)
+    n, k, value = orbit.worst("rel_errors")
+    where = orbit.group.describe(orbit.elements[k].cpu())
+    head = (
+        f"{orbit.symmetry}: relative error {value:.3e} > tolerance {tolerance:.1e} at {where}, sample {n}"
+        if orbit.n_nonfinite == 0
+        else f"{orbit.symmetry}: {orbit.n_nonfinite} (sample, element) pairs gave NaN/Inf outputs"
+    )
+    return head + "\n" + report.to_text()
+
+
+def assert_equivariant(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    *,
+    elements: Optional[Union[Tensor, Sequence]] = None,
+    tolerance: Optional[float] = None,
+    labels: Optional[Tensor] = None,
+    max_batch: Union[int, str] = "auto",
+) -> OrbitErrors:
+    """Assert that ``model`` respects ``symmetry`` on ``x``; return the errors.
+
+    The relative error of every (sample, element) pair must be below ``tolerance``, by default the top of the
+    ``excellent`` band for the **model's** dtype (1e-4 for float32, 1e-9 for float64). Elements default to the
+    group's ``testing_elements()`` (for image rotations, the exact quarter turns).
+
+    Raises:
+        AssertionError: with the worst element, its error and the per-element table.
+    """
+    __tracebackhide__ = True
+    if elements is None:
+        elements = symmetry.group.testing_elements()
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
+    tol = default_tolerance(model_dtype(model) or x.dtype) if tolerance is None else tolerance
+    worst = orbit.max("rel_errors")
+    if orbit.n_nonfinite or not bool(worst <= tol):
+        raise AssertionError(format_failure(orbit, tol))
+    log.info("eqmonitor: %s holds (max relative error %.3e <= %.1e)", symmetry.name, float(worst), tol)
+    return orbit

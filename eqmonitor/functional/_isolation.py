@@ -1,0 +1,81 @@
+"""Zero interference: run probes on a model without changing anything a training loop can observe.
+
+Inside :func:`isolated`, every module is in eval mode, gradients are off (unless asked for), TF32 and autocast are
+off, and the global RNG streams (CPU and the model's CUDA device) are forked. On exit, each module's own ``training``
+flag, the precision settings and the RNG states are restored exactly as found (never a bare ``.train()``).
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+
+def model_device(model: Callable, fallback: Optional[torch.device] = None) -> torch.device:
+    """The device of the model's first parameter or buffer, else ``fallback`` (CPU)."""
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return fallback if fallback is not None else torch.device("cpu")
+
+
+def model_dtype(model: Callable) -> Optional[torch.dtype]:
+    """The dtype of the model's first floating-point parameter or buffer, ``None`` if it has none."""
+    if isinstance(model, nn.Module):
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+    return None
+
+
+def _strict_precision() -> Callable[[], None]:
+    """Switch TF32 off for matmuls and convolutions; return a function that restores the previous settings."""
+    cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved = (cuda_matmul.allow_tf32, cudnn.allow_tf32, torch.get_float32_matmul_precision())
+
+        def restore() -> None:
+            cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[0], saved[1]
+            torch.set_float32_matmul_precision(saved[2])
+
+        cuda_matmul.allow_tf32 = cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
+    except RuntimeError:  # the settings were made through the newer `fp32_precision` API: use it throughout
+        targets = [cuda_matmul, cudnn.conv, cudnn.rnn]
+        saved_new = [t.fp32_precision for t in targets]
+
+        def restore() -> None:
+            for t, value in zip(targets, saved_new):
+                t.fp32_precision = value
+
+        for t in targets:
+            t.fp32_precision = "ieee"
+    return restore
+
+
+@contextmanager
+def isolated(model: Callable, *, grad: bool = False, eval_mode: bool = True) -> Iterator[None]:
+    """Context in which probing ``model`` leaves no trace: see the module docstring."""
+    device = model_device(model)
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    flags = [m.training for m in modules]
+    restore_precision = _strict_precision()
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+            if device.type in ("cpu", "cuda"):
+                stack.enter_context(torch.autocast(device.type, enabled=False))
+            stack.enter_context(torch.set_grad_enabled(grad))
+            if eval_mode:
+                for m in modules:
+                    m.training = False
+            yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.training = flag
+        restore_precision()

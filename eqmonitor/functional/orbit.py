@@ -1,0 +1,272 @@
+"""Orbit errors: how far a model is from its symmetry, over many samples and group elements, batched.
+
+For samples ``x_n`` and elements ``g_k``:
+
+.. math:: e(x_n, g_k) = d\\big(h(φ(g_k, x_n)),\\ φ̃(g_k, h(x_n))\\big)
+
+``h(x)`` is computed once per sample (not once per element); all ``K·N`` pairs go through the model in chunks of
+the fastest size for that model and device; transforms are batched tensor ops; comparisons are done in float64; the
+model is left exactly as found (see ``_isolation``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from eqmonitor.functional._chunking import resolve_chunk_size
+from eqmonitor.functional._isolation import isolated, model_device, model_dtype
+from eqmonitor.functional.distances import max_abs, relative
+from eqmonitor.groups import _as_elements
+from eqmonitor.results import OrbitErrors
+from eqmonitor.symmetry import Symmetry
+
+__all__ = ["noise_floor", "orbit_errors"]
+
+_F64 = torch.float64
+
+
+def _orbit_errors_arg_validation(model: Callable, symmetry: Symmetry, max_batch: Union[int, str]) -> None:
+    if not callable(model):
+        raise TypeError(f"Expected `model` to be a torch.nn.Module or a callable, but got {type(model).__name__}.")
+    if not isinstance(symmetry, Symmetry):
+        raise TypeError(
+            f"Expected `symmetry` to be an eqmonitor Symmetry, but got {type(symmetry).__name__}; "
+            "build one with `Symmetry(group, input_action, output_action)` or `Symmetry.from_spec(...)`."
+        )
+    if not (max_batch == "auto" or (isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch > 0)):
+        raise ValueError(f"Expected `max_batch` to be 'auto' or a positive integer, but got {max_batch!r}.")
+
+
+def _orbit_errors_tensor_validation(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    elements: Union[Tensor, Sequence],
+    labels: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Check the inputs and return ``x``, ``elements`` and ``labels`` on the model's device."""
+    if not isinstance(x, Tensor):
+        hint = " (a batch?); pass the input tensor, e.g. `batch[0]`" if isinstance(x, (tuple, list, dict)) else ""
+        raise TypeError(f"Expected `x` to be a tensor [N, ...], but got a {type(x).__name__}{hint}.")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"Expected `x` to hold at least one sample [N, ...], but got shape {tuple(x.shape)}.")
+    dtype = model_dtype(model)
+    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"Expected `x` to have the model's dtype {dtype}, but got {x.dtype}; cast it with `x.to({dtype})`."
+        )
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError("Expected `x` to be finite, but it contains NaN or Inf; probe with clean inputs.")
+    device = model_device(model, x.device)
+    elements = _as_elements(elements, symmetry.group, device)
+    if elements.shape[0] == 0:
+        raise ValueError("Expected at least one group element, but got none.")
+    if labels is not None:
+        if not isinstance(labels, Tensor) or labels.shape[:1] != x.shape[:1]:
+            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(f"Expected `labels` to be a tensor [N] with N = {x.shape[0]}, but got {got}.")
+        labels = labels.to(device)
+    elif symmetry.needs_labels:
+        raise ValueError(f"The `{symmetry.error_name}` error needs `labels`; pass `labels=y`.")
+    symmetry.input_action.check(symmetry.group, x, "input")
+    return x.to(device), elements, labels
+
+
+def _check_output(y: object, symmetry: Symmetry) -> Tensor:
+    if not isinstance(y, Tensor):
+        raise TypeError(
+            f"The model returned a {type(y).__name__}, but eqmonitor compares tensors; wrap the model so that it "
+            "returns the tensor to check (e.g. `lambda x: model(x)['logits']`)."
+        )
+    symmetry.output_action.check(symmetry.group, y, "output")
+    ident = symmetry.group.identity(y.device).expand(y.shape[0], -1)
+    moved = symmetry.output_action(symmetry.group, ident, y.to(_F64))
+    if moved.shape != y.shape:
+        raise RuntimeError(
+            f"The output action {symmetry.output_action!r} turned an output of shape {tuple(y.shape)} into "
+            f"{tuple(moved.shape)}; the two sides of the comparison must have the same shape."
+        )
+    if symmetry.compares_classes and (y.ndim < 2 or y.shape[1] < 2):
+        raise RuntimeError(
+            f"The `{symmetry.error_name}` error compares class scores over dimension 1, but the output has shape "
+            f"{tuple(y.shape)}; use a regression error such as 'relative'."
+        )
+    return y
+
+
+def _forward_chunks(model: Callable, x: Tensor, chunk: int) -> Tensor:
+    return torch.cat([model(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+
+
+def _round_trip(symmetry: Symmetry, action, elements: Tensor, x: Tensor, chunk: int) -> Tensor:
+    """``[K]`` mean over the samples of ``x [M, ...]`` of ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖``."""
+    group, k, m = symmetry.group, elements.shape[0], x.shape[0]
+    out = torch.empty(k * m, dtype=_F64, device=x.device)
+    inv = group.inverse(elements)
+    for start in range(0, k * m, chunk):
+        idx = torch.arange(start, min(start + chunk, k * m), device=x.device)
+        xs = x.index_select(0, idx % m)
+        back = action(group, inv.index_select(0, idx // m), action(group, elements.index_select(0, idx // m), xs))
+        out[start : start + idx.shape[0]] = relative(back.to(_F64), xs.to(_F64))
+    return out.reshape(k, m).mean(1)
+
+
+def noise_floor(symmetry: Symmetry, elements: Tensor, x: Tensor, *, role: str = "input", chunk: int = 256) -> Tensor:
+    """``[K]`` round-trip error of the symmetry's input (or ``role="output"``) action on ``x``: what the transform
+    itself loses, so that model error can be told from transform error. Zero for exact elements.
+    """
+    action = symmetry.input_action if role == "input" else symmetry.output_action
+    elements = _as_elements(elements, symmetry.group, x.device)
+    return _round_trip(symmetry, action, elements, action.prepare(symmetry.group, x), chunk)
+
+
+def _orbit_errors_update(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    elements: Tensor,
+    labels: Optional[Tensor],
+    max_batch: Union[int, str],
+    floor_samples: int,
+) -> dict:
+    """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`."""
+    group, phi, phi_out = symmetry.group, symmetry.input_action, symmetry.output_action
+    n, k = x.shape[0], elements.shape[0]
+    x0 = phi.prepare(group, x)
+
+    def make_batch(size: int) -> Tensor:
+        idx = torch.arange(size, device=x.device) % (n * k)
+        return phi(group, elements.index_select(0, idx // n), x0.index_select(0, idx % n))
+
+    key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, type(group).__name__)
+    chunk = resolve_chunk_size(model, max_batch, key, make_batch, n * k)
+    y0 = _check_output(_forward_chunks(model, x0, chunk), symmetry)
+    y0d = y0.to(_F64)
+    classifier = phi_out.is_identity and y0.ndim == 2 and y0.shape[1] >= 2
+    with_conf = classifier and labels is not None
+
+    total = n * k
+    errors, abs_e, rel_e = (torch.empty(total, dtype=_F64, device=x.device) for _ in range(3))
+    nonfinite = torch.empty(total, dtype=torch.bool, device=x.device)
+    flips = torch.empty(total, dtype=torch.bool, device=x.device) if classifier else None
+    conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
+    for start in range(0, total, chunk):
+        idx = torch.arange(start, min(start + chunk, total), device=x.device)
+        sl = slice(start, start + idx.shape[0])
+        g, rows = elements.index_select(0, idx // n), idx % n
+        actual = phi_out.prepare(group, model(phi(group, g, x0.index_select(0, rows))).to(_F64))
+        if actual.shape[1:] != y0.shape[1:]:
+            raise RuntimeError(
+                f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
+                f"{tuple(y0.shape[1:])} per sample; the output must not depend on the element's shape change."
+            )
+        ref = y0d.index_select(0, rows)
+        expected = ref if phi_out.is_identity else phi_out(group, g, ref)
+        lab = labels.index_select(0, rows) if labels is not None else None
+        errors[sl] = symmetry.distance(actual, expected, lab)
+        abs_e[sl] = max_abs(actual, expected)
+        rel_e[sl] = relative(actual, expected)
+        nonfinite[sl] = ~(torch.isfinite(actual).flatten(1).all(1) & torch.isfinite(expected).flatten(1).all(1))
+        if flips is not None:
+            flips[sl] = actual.argmax(1) != expected.argmax(1)
+        if conf is not None:
+            conf[sl] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
+
+    m = min(n, floor_samples)
+    exact = phi.exact_elements(group, elements, x.shape) & phi_out.exact_elements(group, elements, y0.shape)
+    return {
+        "errors": errors,
+        "abs_errors": abs_e,
+        "rel_errors": rel_e,
+        "nonfinite": nonfinite,
+        "flips": flips,
+        "confidence": conf,
+        "confidence_ref": y0d.softmax(1).gather(1, labels.reshape(-1, 1).long())[:, 0] if with_conf else None,
+        "input_floor": _round_trip(symmetry, phi, elements, x0[:m], chunk),
+        "output_floor": None if phi_out.is_identity else _round_trip(symmetry, phi_out, elements, y0d[:m], chunk),
+        "exact": exact,
+        "shape": (n, k),
+    }
+
+
+def _orbit_errors_compute(state: dict, elements: Tensor, symmetry: Symmetry, dtype: torch.dtype) -> OrbitErrors:
+    """Reshape the element-major pair statistics into ``[N, K]`` tables."""
+    n, k = state["shape"]
+
+    def table(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.reshape(k, n).T.contiguous()
+
+    nonfinite = table(state["nonfinite"])
+    return OrbitErrors(
+        errors=table(state["errors"]).masked_fill(nonfinite, float("nan")),
+        abs_errors=table(state["abs_errors"]).masked_fill(nonfinite, float("nan")),
+        rel_errors=table(state["rel_errors"]).masked_fill(nonfinite, float("nan")),
+        nonfinite=nonfinite,
+        elements=elements,
+        exact=state["exact"],
+        input_floor=state["input_floor"],
+        output_floor=state["output_floor"],
+        flips=table(state["flips"]),
+        confidence=table(state["confidence"]),
+        confidence_ref=state["confidence_ref"],
+        group=symmetry.group,
+        distance=symmetry.error_name,
+        symmetry=symmetry.name,
+        dtype=dtype,
+    )
+
+
+def orbit_errors(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    elements: Union[Tensor, Sequence],
+    *,
+    labels: Optional[Tensor] = None,
+    max_batch: Union[int, str] = "auto",
+    floor_samples: int = 8,
+    validate_args: bool = True,
+) -> OrbitErrors:
+    """Errors of ``model`` under ``symmetry`` for every sample of ``x [N, ...]`` and element ``elements [K, p]``.
+
+    Args:
+        model: an ``nn.Module`` (or a callable) mapping a batch to a tensor.
+        x: the samples, on any device (moved to the model's).
+        symmetry: the symmetry to test.
+        elements: ``[K, p]`` group elements (``[K]`` for one-parameter groups).
+        labels: ``[N]`` true classes, needed for the ``confidence`` error and NERO confidence curves.
+        max_batch: ``"auto"`` (fastest chunk size, tuned once per model and input shape) or the largest number of
+            (sample × element) pairs per forward, which bounds memory.
+        floor_samples: how many samples the noise floor is measured on.
+        validate_args: check arguments and tensors (switch off in a hot loop once they are known to be good).
+
+    Returns:
+        :class:`~eqmonitor.results.OrbitErrors` with ``errors [N, K]`` on the model's device.
+
+    Raises:
+        TypeError: ``x`` or the model's output is not a tensor, or ``x``'s dtype is not the model's.
+        ValueError: empty ``x``, non-finite ``x``, malformed elements or labels.
+        RuntimeError: an action cannot act on the input or output (the message says which and why).
+
+    Example:
+        >>> import torch, eqmonitor as eqm
+        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> sym = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant")
+        >>> x = torch.randn(8, 1, 28, 28)
+        >>> res = eqm.functional.orbit_errors(model, x, sym, sym.group.all_elements())
+        >>> res.errors.shape, bool(res.max() < 1e-6)
+        (torch.Size([8, 4]), True)
+    """
+    if validate_args:
+        _orbit_errors_arg_validation(model, symmetry, max_batch)
+        x, elements, labels = _orbit_errors_tensor_validation(model, x, symmetry, elements, labels)
+    else:
+        device = model_device(model, x.device)
+        x, elements = x.to(device), _as_elements(elements, symmetry.group, device)
+        labels = labels.to(device) if labels is not None else None
+    with isolated(model):
+        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples)
+    return _orbit_errors_compute(state, elements, symmetry, model_dtype(model) or x.dtype)

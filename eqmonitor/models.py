@@ -1,0 +1,109 @@
+"""Reference models: small networks with known symmetry properties, for examples, tests and benchmarks.
+
+- :class:`SmallCNN`: a plain CNN classifier (not rotation-invariant: a known-broken baseline).
+- :class:`GroupAveraged`: symmetrises any model over a finite planar group (exactly invariant on its elements).
+- :class:`DeepSets`: a permutation-invariant set model, ``ρ(Σ_i φ(x_i))``.
+- :class:`RadialProfile`: a rotation-invariant function of a continuous image (radial intensity profile).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from eqmonitor.actions.image import ImageAction
+from eqmonitor.groups import Group
+
+__all__ = ["DeepSets", "GroupAveraged", "RadialProfile", "SmallCNN"]
+
+
+class SmallCNN(nn.Module):
+    """Three 3×3 convolutions, ReLU, global average pooling and a linear head: ``[B, C, H, W] -> [B, classes]``.
+
+    Args:
+        in_channels: input channels.
+        num_classes: output classes.
+        width: channels of the hidden convolutions.
+        batch_norm: put a BatchNorm after each convolution.
+        dropout: dropout probability before the head.
+    """
+
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 16, batch_norm: bool = False, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(3):
+            layers.append(nn.Conv2d(channels, width, 3, padding=1, stride=1 if i == 0 else 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU())
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
+
+
+class GroupAveraged(nn.Module):
+    """``h(x) = (1/|G|) Σ_g f(g·x)``: invariant to every element of a finite planar group ``G`` (e.g. C4, D4).
+
+    Exactly invariant when ``G`` acts on the pixel grid by index maps (C4, D4, flips on square images): acting with
+    ``g`` only permutes the terms of the sum, so the error is float rounding of the summation order.
+
+    Args:
+        model: the model to symmetrise, ``[B, ...] -> [B, ...]``, with an invariant output.
+        group: a finite planar group.
+    """
+
+    def __init__(self, model: nn.Module, group: Group) -> None:
+        super().__init__()
+        if group.order() is None:
+            raise ValueError(f"Expected a finite group to average over, but got {group!r}.")
+        self.model, self.group = model, group
+        self.action = ImageAction(mask=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.group.all_elements(x.device)
+        k, b = g.shape[0], x.shape[0]
+        stacked = self.action(self.group, g.repeat_interleave(b, 0), x.repeat(k, *([1] * (x.ndim - 1))))
+        out = self.model(stacked)
+        return out.reshape(k, b, *out.shape[1:]).mean(0)
+
+
+class DeepSets(nn.Module):
+    """``ρ(Σ_i φ(x_i))`` on sets ``[B, N, F] -> [B, out]``: invariant to permutations of the ``N`` items."""
+
+    def __init__(self, in_features: int = 3, hidden: int = 32, out_features: int = 4) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.rho = nn.Sequential(nn.ReLU(), nn.Linear(hidden, out_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rho(self.phi(x).sum(1))
+
+
+class RadialProfile(nn.Module):
+    """Mean intensity in ``bins`` rings about the image centre, then a linear map: ``[B, C, H, W] -> [B, out]``.
+
+    A rotation-invariant function of the continuous image; on a pixel grid it is invariant up to how rings cut
+    pixels (exactly, for quarter turns and flips).
+    """
+
+    def __init__(self, size: int = 28, bins: int = 8, in_channels: int = 1, out_features: int = 4) -> None:
+        super().__init__()
+        c = (size - 1) / 2
+        ys, xs = torch.meshgrid(torch.arange(size) - c, torch.arange(size) - c, indexing="ij")
+        radius = (xs.double() ** 2 + ys.double() ** 2).sqrt()
+        ring = (radius / (c + 1e-9) * bins).floor().clamp(max=bins - 1).long()
+        weights = torch.nn.functional.one_hot(ring.reshape(-1), bins).double()
+        self.register_buffer("rings", (weights / weights.sum(0).clamp(min=1)).float())
+        self.head = nn.Linear(bins * in_channels, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        profile = x.flatten(2) @ self.rings.to(x.dtype)  # [B, C, bins]
+        return self.head(profile.flatten(1))
