@@ -686,8 +686,8 @@ def group_from_spec(spec: str, **kwargs) -> Group:
 
 def _as_elements(elements: Tensor | Sequence, group: Group, device=None) -> Tensor:
     """Accept a tensor ``[K, p]`` (or ``[K]`` when ``p = 1``) and return it on ``device`` with the group's dtype."""
-    if not isinstance(elements, Tensor):
-        elements = torch.as_tensor(elements)
+    if not isinstance(elements, Tensor):  # Python numbers: keep float64 precision (pi/2 must stay a quarter turn)
+        elements = torch.as_tensor(elements, dtype=group.dtype if group.dtype.is_floating_point else None)
     if elements.ndim == 1 and group.param_dim == 1:
         elements = elements[:, None]
     if group.param_dim == 9 and elements.ndim == 3 and elements.shape[1:] == (3, 3):

@@ -18,7 +18,9 @@ __all__ = ["DeepSets", "GroupAveraged", "RadialProfile", "SmallCNN"]
 
 
 class SmallCNN(nn.Module):
-    """Three 3×3 convolutions, ReLU, global average pooling and a linear head: ``[B, C, H, W] -> [B, classes]``.
+    """Three 3×3 convolutions (the last two with stride 2), ReLU, then a linear head over the flattened feature map
+    (``pool="flatten"``, a typical plain CNN) or over globally averaged features (``pool="avg"``):
+    ``[B, C, H, W] -> [B, classes]``.
 
     Args:
         in_channels: input channels.
@@ -26,10 +28,19 @@ class SmallCNN(nn.Module):
         width: channels of the hidden convolutions.
         batch_norm: put a BatchNorm after each convolution.
         dropout: dropout probability before the head.
+        pool: ``"flatten"`` or ``"avg"``.
+        size: input height and width (sets the head's size with ``pool="flatten"``).
     """
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, width: int = 16, batch_norm: bool = False, dropout: float = 0.0
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 16,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        pool: str = "flatten",
+        size: int = 28,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -41,9 +52,12 @@ class SmallCNN(nn.Module):
             layers.append(nn.ReLU())
             channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"Expected `pool` to be 'flatten' or 'avg', but got {pool!r}.")
+        side = (((size + 1) // 2) + 1) // 2
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, num_classes)
+        self.head = nn.Linear(width * (1 if pool == "avg" else side * side), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))

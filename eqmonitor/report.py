@@ -202,13 +202,15 @@ class AuditReport:
         return lines
 
     def _table(self, max_rows: int) -> tuple[list[str], list[list[str]]]:
-        header = ["element", "exact", "rel. mean", "rel. max", f"{self.distance} mean", "input floor", "output floor"]
+        extra = self.distance not in ("relative", "max_abs")
+        header = ["element", "exact", "rel. mean", "rel. max"] + [f"{self.distance} mean"] * extra
+        header += ["input floor", "output floor"]
         rows = self.elements
         if len(rows) > max_rows:  # keep the worst ones
             rows = sorted(rows, key=lambda r: -r["mean"] if math.isfinite(r["mean"]) else -math.inf)[:max_rows]
         body = [
-            [r["element"], "yes" if r["exact"] else "no", _fmt(r["mean"]), _fmt(r["max"]), _fmt(r["error"]),
-             _fmt(r["input_floor"]), _fmt(r["output_floor"])]
+            [r["element"], "yes" if r["exact"] else "no", _fmt(r["mean"]), _fmt(r["max"])] + [_fmt(r["error"])] * extra
+            + [_fmt(r["input_floor"]), _fmt(r["output_floor"])]
             for r in rows
         ]  # fmt: skip
         return header, body

@@ -97,8 +97,11 @@ def _check_output(y: object, symmetry: Symmetry) -> Tensor:
     return y
 
 
-def _forward_chunks(model: Callable, x: Tensor, chunk: int) -> Tensor:
-    return torch.cat([model(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
+def _forward_chunks(model: Callable, x: Tensor, chunk: int, symmetry: Symmetry) -> Tensor:
+    """``h(x)`` in chunks, checked against the symmetry's output action."""
+    outs = [model(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+    _check_output(outs[0], symmetry)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def _round_trip(symmetry: Symmetry, action, elements: Tensor, x: Tensor, chunk: int) -> Tensor:
@@ -143,7 +146,7 @@ def _orbit_errors_update(
 
     key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, type(group).__name__)
     chunk = resolve_chunk_size(model, max_batch, key, make_batch, n * k)
-    y0 = _check_output(_forward_chunks(model, x0, chunk), symmetry)
+    y0 = _forward_chunks(model, x0, chunk, symmetry)
     y0d = y0.to(_F64)
     classifier = phi_out.is_identity and y0.ndim == 2 and y0.shape[1] >= 2
     with_conf = classifier and labels is not None

@@ -1,0 +1,9 @@
+"""Optional integrations with other equivariance libraries.
+
+Each integration lives in its own submodule and imports its library only when used, so ``import eqmonitor`` (and
+``import eqmonitor.integrations``) never needs them:
+
+- :mod:`eqmonitor.integrations.e3nn`: actions and symmetries from e3nn ``Irreps`` (``pip install eqmonitor[e3nn]``).
+"""
+
+__all__: list[str] = []
