@@ -1,0 +1,87 @@
+"""audit() / assert_equivariant() and the AuditReport formats."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import eqmonitor as eqm
+from eqmonitor.report import default_tolerance, verdict
+
+
+def test_verdict_bands_scale_with_dtype():
+    assert verdict(5e-7) == "exact"
+    assert verdict(5e-5) == "excellent"
+    assert verdict(5e-3) == "approximate"
+    assert verdict(5e-2) == "broken"
+    assert verdict(5e-7, torch.float64) == "approximate"
+    assert verdict(5e-13, torch.float64) == "exact"
+    assert verdict(float("nan")) == "non-finite"
+    assert default_tolerance(torch.float32) == 1e-4 and default_tolerance(torch.float64) == 1e-9
+
+
+def test_audit_report_formats(c4_averaged, digits, rotation):
+    x, _ = digits
+    report = eqm.audit(c4_averaged, x[:16], rotation, n_elements=8)
+    assert report.n_samples == 16 and report.n_elements == 8 and report.kind == "invariant"
+    assert report.verdict_exact == "exact" and report.verdict_interpolated not in ("exact", "excellent")
+    assert report.verdict == report.verdict_interpolated
+    text = report.to_text()
+    assert "exact elements" in text and "interpolated" in text and "angle=0.785" in text
+    md = report.to_markdown()
+    assert md.startswith("### eqmonitor audit") and "| element |" in md
+    data = json.loads(report.to_json())
+    assert data["verdict"] == report.verdict and len(data["elements"]) == 8
+    assert data["stats"]["relative"]["max"] == pytest.approx(report.stats["relative"]["max"])
+    assert "orbit" not in data
+
+
+def test_audit_defaults_use_all_elements_of_small_finite_groups(c4_averaged, digits):
+    x, _ = digits
+    sym = eqm.Symmetry.from_spec(name="d4", group="d4")
+    report = eqm.audit(c4_averaged, x[:8], sym)
+    assert report.n_elements == 8
+    # flips are not in C4: the C4-averaged CNN is invariant to rotations but not to mirrors
+    flipped = [r for r in report.elements if "flipped" in r["element"]]
+    assert all(r["mean"] > 1e-3 for r in flipped)
+    assert report.verdict == "broken"
+
+
+def test_audit_is_seeded_and_leaves_global_rng_alone(c4_averaged, digits):
+    x, _ = digits
+    sym = eqm.Symmetry.from_spec(name="so3", group="so3", input="points", output="invariant")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    pts = torch.randn(5, 4, 3)
+    state = torch.get_rng_state()
+    a = eqm.audit(model, pts, sym, n_elements=6, seed=3)
+    b = eqm.audit(model, pts, sym, n_elements=6, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_assert_equivariant_uses_the_models_dtype(digits):
+    x, _ = digits
+    torch.manual_seed(0)
+    model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4)).double()
+    sym = eqm.Symmetry.from_spec(name="c4", group="c4")
+    errors = eqm.assert_equivariant(model, x[:8].double(), sym)
+    assert float(errors.max()) < 1e-9  # float64 tolerance, not float32's
+
+
+def test_assert_equivariant_failure_names_worst_element(trained_cnn, digits):
+    x, _ = digits
+    sym = eqm.Symmetry.from_spec(name="c4", group="c4")
+    with pytest.raises(AssertionError) as info:
+        eqm.assert_equivariant(trained_cnn, x[:8], sym)
+    msg = str(info.value)
+    assert msg.startswith("c4: relative error") and "tolerance 1.0e-04" in msg and "k=" in msg and "sample" in msg
+
+
+def test_assert_equivariant_explicit_tolerance(c4_averaged, digits, rotation):
+    x, _ = digits
+    eqm.assert_equivariant(c4_averaged, x[:8], rotation, elements=[math.pi / 4], tolerance=0.5)
+    with pytest.raises(AssertionError):
+        eqm.assert_equivariant(c4_averaged, x[:8], rotation, elements=[math.pi / 4], tolerance=1e-6)
