@@ -181,7 +181,8 @@ class AuditReport:
         ]
         if self.distance not in ("relative", "max_abs"):
             s = self.stats[self.distance]
-            lines.append((f"{self.distance} error", f"mean {_fmt(s['mean'])}  p95 {_fmt(s['p95'])}  max {_fmt(s['max'])}"))
+            summary = f"mean {_fmt(s['mean'])}  p95 {_fmt(s['p95'])}  max {_fmt(s['max'])}"
+            lines.append((f"{self.distance} error", summary))
         if self.exact_mean is not None:
             lines.append(("exact elements", f"mean {_fmt(self.exact_mean)} ({self.verdict_exact})"))
         if self.interpolated_mean is not None:

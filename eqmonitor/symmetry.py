@@ -51,8 +51,9 @@ class Symmetry:
 
     Example:
         >>> import eqmonitor as eqm
-        >>> eqm.Symmetry.from_spec(name="rotation", group="c4", input="image", output="invariant")
-        Symmetry(name='rotation', group=Cyclic(4), input=ImageAction(mask='auto', interpolation='bilinear', padding='zeros'), output=Invariant(), error='relative')
+        >>> sym = eqm.Symmetry.from_spec(name="rotation", group="c4", input="image", output="invariant")
+        >>> sym.group, sym.kind, sym.error_name
+        (Cyclic(4), 'invariant', 'relative')
     """
 
     group: Group

@@ -57,7 +57,8 @@ def main() -> None:
     for name, model in models.items():
         start = time.perf_counter()
         acc = fit(model, x[train], y[train], args.epochs)
-        print(f"\n=== {name}: fitted {args.epochs} epoch(s), train accuracy {acc:.1%} ({time.perf_counter() - start:.1f} s)")
+        seconds = time.perf_counter() - start
+        print(f"\n=== {name}: fitted {args.epochs} epoch(s), train accuracy {acc:.1%} ({seconds:.1f} s)")
         for sym in symmetries:
             report = eqm.audit(model, x[probe], sym, labels=y[probe], n_elements=36)
             print()

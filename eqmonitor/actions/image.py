@@ -50,7 +50,7 @@ def _source_coords(matrix: Tensor, translation: Tensor, height: int, width: int)
 
 
 def _gather(x: Tensor, col: Tensor, row: Tensor, valid: Optional[Tensor]) -> Tensor:
-    """``x [B, C, H, W]`` read at integer ``col, row [B, H*W]``; out-of-range reads are zero where ``valid`` is given."""
+    """``x [B, C, H, W]`` read at integer ``col, row [B, H*W]``; reads outside ``valid`` (if given) are zero."""
     b, c, h, w = x.shape
     idx = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1))[:, None, :].expand(b, c, h * w)
     out = x.reshape(b, c, h * w).gather(2, idx)
@@ -75,7 +75,8 @@ def _bilinear_circular(x: Tensor, q: Tensor) -> Tensor:
     c0, r0 = q0[..., 0].long(), q0[..., 1].long()
     fx, fy = frac[..., 0][:, None, :].reshape(b, 1, h, w), frac[..., 1][:, None, :].reshape(b, 1, h, w)
     out = 0
-    for dc, dr, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+    corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+    for dc, dr, weight in corners:
         out = out + weight * _gather(x, (c0 + dc).remainder(w), (r0 + dr).remainder(h), None)
     return out
 
@@ -171,7 +172,8 @@ class ImageAction(Action):
         self._mask_cache: dict = {}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mask={self.mask!r}, interpolation={self.interpolation!r}, padding={self.padding!r})"
+        args = f"mask={self.mask!r}, interpolation={self.interpolation!r}, padding={self.padding!r}"
+        return f"{type(self).__name__}({args})"
 
     def uses_mask(self, group: Group) -> bool:
         """Whether images are masked to the inscribed disc for this group."""
