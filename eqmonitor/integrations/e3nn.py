@@ -10,8 +10,9 @@ by element.
 
 Conventions, as in e3nn:
 
-- ``1o`` (and every ``l = 1`` irrep) is in e3nn's ``(y, z, x)`` component order, so ``D^1(R) = P R Pᵀ`` with ``P``
-  the permutation ``(x, y, z) -> (y, z, x)``; raw coordinates are ``"cartesian_points"`` instead.
+- ``l = 1`` irreps are in the installed e3nn's component order (since e3nn 0.2.2, whose Euler angles are
+  YXY: ``(x, y, z)``, so ``D^{1o}(R) = R``; before, ``(y, z, x)``), whereas ``"cartesian_points"`` are always raw
+  ``(x, y, z)`` coordinates.
 - ``"cartesian_points"`` (e3nn's name for raw ``[B, ..., 3]`` coordinates, ``x -> x Rᵀ + t``) maps to
   :class:`~eqmonitor.actions.Points`. eqmonitor's ``SO3``/``O3`` have no translation part, so under them points
   only rotate; e3nn's ``do_translation`` check is a separate symmetry under ``Translation(3)`` (``"translation3d"``),
@@ -50,7 +51,7 @@ import math
 import re
 import sys
 from functools import lru_cache
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import Tensor, nn
@@ -96,7 +97,7 @@ def _as_irreps(irreps: Any) -> Any:
         ) from err
 
 
-# ==================================================================================================== Wigner D in float64
+# ======================================================================================== Wigner D in float64
 def _su2_generators_f64(j: int) -> Tensor:
     """e3nn's ``o3.su2_generators(j)``, built in complex128 instead of the default dtype, ``[3, 2j+1, 2j+1]``."""
     m = torch.arange(-j, j, dtype=_F64)
@@ -164,7 +165,7 @@ class IrrepsAction(Representation):
         >>> from eqmonitor.groups import O3
         >>> from eqmonitor.integrations.e3nn import IrrepsAction
         >>> act = IrrepsAction("1x0e + 1x1o")
-        >>> x = torch.tensor([[2.0, 1.0, 2.0, 3.0]], dtype=torch.float64)   # a scalar, then a vector in (y, z, x)
+        >>> x = torch.tensor([[2.0, 1.0, 2.0, 3.0]], dtype=torch.float64)  # a scalar, then a vector
         >>> act(O3(), -torch.eye(3, dtype=torch.float64).reshape(1, 9), x)  # inversion: the vector flips
         tensor([[ 2., -1., -2., -3.]], dtype=torch.float64)
     """
@@ -181,7 +182,7 @@ class IrrepsAction(Representation):
     @property
     def is_identity(self) -> bool:
         """Whether every irrep is ``0e`` (invariant scalars): then the action changes nothing under any element."""
-        return all(l == 0 and p == 1 for _, l, p in self._blocks)
+        return all(deg == 0 and p == 1 for _, deg, p in self._blocks)
 
     # ------------------------------------------------------------------------------------------------- matrices
     def _rho_from_flat(self, elements: Tensor) -> Tensor:
@@ -192,12 +193,12 @@ class IrrepsAction(Representation):
         """Full block-diagonal ``D(R)`` for ``matrix [B, 3, 3]``: ``[B, dim, dim]`` float64 (``D_from_matrix``)."""
         b, dim = matrix.shape[0], self.irreps.dim
         out = torch.zeros(b, dim, dim, dtype=_F64, device=matrix.device)
-        blocks = _wigner_blocks([(l, p) for _, l, p in self._blocks], matrix)
-        for (mul, l, p), sl in zip(self._blocks, self._slices):
-            n = 2 * l + 1
+        blocks = _wigner_blocks([(deg, p) for _, deg, p in self._blocks], matrix)
+        for (mul, deg, p), sl in zip(self._blocks, self._slices):
+            n = 2 * deg + 1
             for i in range(mul):
                 s = sl.start + i * n
-                out[:, s : s + n, s : s + n] = blocks[(l, p)]
+                out[:, s : s + n, s : s + n] = blocks[(deg, p)]
         return out
 
     def matrices(self, group: Group, elements: Tensor) -> Tensor:
@@ -214,14 +215,14 @@ class IrrepsAction(Representation):
         if dim == 0 or x.numel() == 0:
             return x.clone()
         matrix = group.matrix(elements).to(device=x.device)
-        blocks = _wigner_blocks([(l, p) for mul, l, p in self._blocks if mul > 0], matrix)
+        blocks = _wigner_blocks([(deg, p) for mul, deg, p in self._blocks if mul > 0], matrix)
         flat = x.reshape(shape[0], -1, dim)
         parts = []
-        for (mul, l, p), sl in zip(self._blocks, self._slices):
+        for (mul, deg, p), sl in zip(self._blocks, self._slices):
             if mul == 0:
                 continue
-            n = 2 * l + 1
-            d = blocks[(l, p)].to(dtype=x.dtype)
+            n = 2 * deg + 1
+            d = blocks[(deg, p)].to(dtype=x.dtype)
             chunk = flat[..., sl].reshape(shape[0], flat.shape[1], mul, n)
             parts.append(torch.einsum("bij,bkmj->bkmi", d, chunk).reshape(shape[0], flat.shape[1], mul * n))
         return torch.cat(parts, dim=-1).reshape(shape)
@@ -237,9 +238,7 @@ class IrrepsAction(Representation):
         """
         Action.check(self, group, x, role)
         if group.space_dim != 3:
-            raise ValueError(
-                f"{self!r} needs a group acting on 3D space (SO3, O3, Translation(3)), but got {group!r}."
-            )
+            raise ValueError(f"{self!r} needs a group acting on 3D space (SO3, O3, Translation(3)), but got {group!r}.")
         if x.ndim < 2 or x.shape[-1] != self.irreps.dim:
             raise RuntimeError(
                 f"{self!r} acts on the last dimension of [B, ..., {self.irreps.dim}] tensors (irreps.dim = "
@@ -319,12 +318,9 @@ def symmetry_from_irreps(
     g = _resolve_group(group)
     phi = _action_for(irreps_in, "in")
     phi_out = _action_for(irreps_out, "out")
-    if (
-        isinstance(phi, IrrepsAction)
-        and isinstance(phi_out, IrrepsAction)
-        and phi.irreps == phi_out.irreps
-    ) or (isinstance(phi, Points) and isinstance(phi_out, Points)):
-        phi_out = phi
+    same_irreps = isinstance(phi, IrrepsAction) and isinstance(phi_out, IrrepsAction) and phi.irreps == phi_out.irreps
+    if same_irreps or (isinstance(phi, Points) and isinstance(phi_out, Points)):
+        phi_out = phi  # one object in and out: an "equivariant" symmetry
     return Symmetry(group=g, input_action=phi, output_action=phi_out, error=error, name=name)
 
 
