@@ -55,10 +55,24 @@ def _rotation_2d(angle: Tensor) -> Tensor:
     return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
 
-def _snap(m: Tensor) -> Tensor:
-    """Round entries within ``1e-9`` of an integer (``cos(pi/2)`` is 6e-17, not 0) so exact elements stay exact."""
-    r = torch.round(m)
-    return torch.where((m - r).abs() < _EXACT_TOL, r, m)
+_QUARTER_TOL = 1e-14  # radians: how close to a multiple of π/2 an angle must be to count as a quarter turn
+
+
+def _rotation_2d_exact(angle: Tensor) -> Tensor:
+    """Like :func:`_rotation_2d`, but quarter turns (within ``1e-14`` rad) get exact integer matrices:
+    ``cos(π/2)`` is 6e-17 in float64, not 0, and a quarter turn must stay an index map of the pixel grid.
+    """
+    quarter = angle / (math.pi / 2)
+    turns = quarter.round()
+    near = (quarter - turns).abs() * (math.pi / 2) < _QUARTER_TOL
+    exact = _rotation_2d(turns * (math.pi / 2)).round()
+    return torch.where(near[:, None, None], exact, _rotation_2d(angle))
+
+
+def _wrap_angle(a: Tensor) -> Tensor:
+    """Angles in ``[0, 2π)``: ``remainder`` rounds tiny negative angles up to exactly ``2π``; those become 0."""
+    r = torch.remainder(a, 2 * math.pi)
+    return torch.where(r >= 2 * math.pi, torch.zeros_like(r), r)
 
 
 def is_signed_permutation(matrix: Tensor) -> Tensor:
@@ -181,10 +195,10 @@ class SO2(Group):
     layout = "circle"
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.remainder(a + b, 2 * math.pi)
+        return _wrap_angle(a + b)
 
     def inverse(self, a: Tensor) -> Tensor:
-        return torch.remainder(-a, 2 * math.pi)
+        return _wrap_angle(-a)
 
     def identity(self, device=None) -> Tensor:
         return torch.zeros(1, 1, dtype=_F64, device=_device(device))
@@ -208,7 +222,7 @@ class SO2(Group):
         return self.grid(4, device)
 
     def matrix(self, elements: Tensor) -> Tensor:
-        return _snap(_rotation_2d(elements[:, 0].to(_F64)))
+        return _rotation_2d_exact(elements[:, 0].to(_F64))
 
     def describe(self, element: Tensor) -> str:
         a = float(element.reshape(-1)[0])
@@ -257,7 +271,7 @@ class Cyclic(Group):
         return elements[:, 0].to(_F64) * (2 * math.pi / self.n)
 
     def matrix(self, elements: Tensor) -> Tensor:
-        return _snap(_rotation_2d(self.angle(elements)))
+        return _rotation_2d_exact(self.angle(elements))
 
     def describe(self, element: Tensor) -> str:
         k = int(element.reshape(-1)[0])
@@ -313,10 +327,10 @@ class Dihedral(Group):
         return torch.cat([torch.stack([k, torch.zeros_like(k)], 1), torch.stack([k, torch.ones_like(k)], 1)])
 
     def matrix(self, elements: Tensor) -> Tensor:
-        rot = _rotation_2d(elements[:, 0].to(_F64) * (2 * math.pi / self.n))
+        rot = _rotation_2d_exact(elements[:, 0].to(_F64) * (2 * math.pi / self.n))
         mirror = torch.ones(elements.shape[0], 2, dtype=_F64, device=elements.device)
         mirror[:, 0] = 1 - 2 * elements[:, 1].to(_F64)
-        return _snap(rot * mirror[:, None, :])
+        return rot * mirror[:, None, :]
 
     def describe(self, element: Tensor) -> str:
         k, f = (int(v) for v in element.reshape(-1))
@@ -512,11 +526,11 @@ def _random_rotations(n: int, generator=None, device=None) -> Tensor:
 
 def _axis_rotations(angles: Tensor, axis: int) -> Tensor:
     """Rotations by ``angles [K]`` about coordinate axis ``axis`` (0, 1, 2), ``[K, 3, 3]``."""
-    r2 = _rotation_2d(angles)
+    r2 = _rotation_2d_exact(angles)
     out = torch.eye(3, dtype=_F64, device=angles.device).repeat(angles.shape[0], 1, 1)
     i, j = [a for a in range(3) if a != axis]
     out[:, i, i], out[:, i, j], out[:, j, i], out[:, j, j] = r2[:, 0, 0], r2[:, 0, 1], r2[:, 1, 0], r2[:, 1, 1]
-    return _snap(out)
+    return out
 
 
 class SO3(Group):

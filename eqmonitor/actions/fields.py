@@ -33,7 +33,7 @@ class VectorField(ImageAction):
 
     def check(self, group: Group, x: Tensor, role: str = "input") -> None:
         super().check(group, x, role)
-        if x.shape[-3] % 2:
+        if x.ndim < 4 or x.shape[-3] % 2:
             raise RuntimeError(
                 f"{self!r} expects [B, 2k, H, W] with (v_x, v_y) channel pairs, but the {role} has shape "
                 f"{tuple(x.shape)} ({x.shape[-3]} channels). Use `ImageAction()` for scalar channels."
