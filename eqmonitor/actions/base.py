@@ -8,7 +8,7 @@ row ``b``: one batched tensor operation, never a Python loop over rows. An actio
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -43,6 +43,17 @@ class Action(ABC):
     def exact_elements(self, group: Group, elements: Tensor, shape: torch.Size) -> Tensor:
         """``bool [K]``: elements this action applies without interpolation on tensors of ``shape``."""
         return torch.ones(elements.shape[0], dtype=torch.bool, device=elements.device)
+
+    def plan(self, group: Group, elements: Tensor, shape: torch.Size, dtype: torch.dtype) -> Any:
+        """Precompute, once for ``elements [K, p]``, what acting on tensors of ``shape`` needs but the values do not
+        (sampling grids, gather indices). The default plan is the elements themselves."""
+        return elements
+
+    def apply(self, group: Group, plan: Any, rows: Tensor, x: Tensor, all_exact: Optional[bool] = None) -> Tensor:
+        """Act on prepared ``x [B, ...]`` with the planned elements ``rows [B]`` (indices into the plan's ``K``).
+
+        ``all_exact`` is a hint from a caller that knows whether every row's element is exact."""
+        return self(group, plan.index_select(0, rows), x)
 
     @property
     def is_identity(self) -> bool:

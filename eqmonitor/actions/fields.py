@@ -8,10 +8,12 @@ which is the optical-flow / PIV convention of ``(u, v)``; shifts move the domain
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-from eqmonitor.actions.image import ImageAction, transform_image
+from eqmonitor.actions.image import ImageAction, ImagePlan, apply_image_plan
 from eqmonitor.groups import Group
 
 __all__ = ["VectorField"]
@@ -21,15 +23,12 @@ class VectorField(ImageAction):
     """A planar group acting on vector fields ``[B, 2k, H, W]`` (or ``[B, ..., 2k, H, W]``); see :class:`ImageAction`
     for ``mask``, ``interpolation`` and ``padding``."""
 
-    def __call__(self, group: Group, elements: Tensor, x: Tensor) -> Tensor:
-        matrix, translation = group.matrix(elements), group.translation(elements)
-        moved = transform_image(
-            self.prepare(group, x), matrix, translation, interpolation=self.interpolation, padding=self.padding
-        )
+    def apply(self, group: Group, plan: ImagePlan, rows: Tensor, x: Tensor, all_exact: Optional[bool] = None) -> Tensor:
+        moved = apply_image_plan(plan, rows, x, all_exact)
         shape = moved.shape
         pairs = moved.reshape(shape[0], -1, 2, shape[-2], shape[-1])
-        turned = torch.einsum("bij,bkjhw->bkihw", matrix.to(x.dtype), pairs).reshape(shape)
-        return self.prepare(group, turned)
+        matrix = plan.matrix.index_select(0, rows).to(x.dtype)
+        return self.prepare(group, torch.einsum("bij,bkjhw->bkihw", matrix, pairs).reshape(shape))
 
     def check(self, group: Group, x: Tensor, role: str = "input") -> None:
         super().check(group, x, role)

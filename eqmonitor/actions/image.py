@@ -10,6 +10,7 @@ give); all others resample bilinearly with ``grid_sample``. Rotations by other a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 from eqmonitor.actions.base import Action
 from eqmonitor.groups import Cyclic, Dihedral, Group, is_signed_permutation
 
-__all__ = ["ImageAction", "RotateImage", "disc_mask", "transform_image"]
+__all__ = ["ImageAction", "ImagePlan", "RotateImage", "apply_image_plan", "disc_mask", "plan_image", "transform_image"]
 
 _MASKS = ("auto", "disc", None)
 _PADDINGS = ("zeros", "circular")
@@ -49,22 +50,13 @@ def _source_coords(matrix: Tensor, translation: Tensor, height: int, width: int)
     return q + torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64, device=matrix.device)
 
 
-def _gather(x: Tensor, col: Tensor, row: Tensor, valid: Optional[Tensor]) -> Tensor:
-    """``x [B, C, H, W]`` read at integer ``col, row [B, H*W]``; reads outside ``valid`` (if given) are zero."""
+def _gather(x: Tensor, index: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """``x [B, C, H, W]`` read at flat pixel ``index [B, H*W]``; reads where ``valid`` is False (if given) are zero."""
     b, c, h, w = x.shape
-    idx = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1))[:, None, :].expand(b, c, h * w)
-    out = x.reshape(b, c, h * w).gather(2, idx)
+    out = x.reshape(b, c, h * w).gather(2, index[:, None, :].expand(b, c, h * w))
     if valid is not None:
         out = out * valid[:, None, :].to(x.dtype)
     return out.reshape(b, c, h, w)
-
-
-def _exact(x: Tensor, q: Tensor, padding: str) -> Tensor:
-    b, c, h, w = x.shape
-    col, row = q[..., 0].round().long(), q[..., 1].round().long()
-    if padding == "circular":
-        return _gather(x, col.remainder(w), row.remainder(h), None)
-    return _gather(x, col, row, (col >= 0) & (col < w) & (row >= 0) & (row < h))
 
 
 def _bilinear_circular(x: Tensor, q: Tensor) -> Tensor:
@@ -73,26 +65,108 @@ def _bilinear_circular(x: Tensor, q: Tensor) -> Tensor:
     q0 = q.floor()
     frac = (q - q0).to(x.dtype)
     c0, r0 = q0[..., 0].long(), q0[..., 1].long()
-    fx, fy = frac[..., 0][:, None, :].reshape(b, 1, h, w), frac[..., 1][:, None, :].reshape(b, 1, h, w)
+    fx, fy = frac[..., 0].reshape(b, 1, h, w), frac[..., 1].reshape(b, 1, h, w)
     out = 0
     corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
     for dc, dr, weight in corners:
-        out = out + weight * _gather(x, (c0 + dc).remainder(w), (r0 + dr).remainder(h), None)
+        out = out + weight * _gather(x, (r0 + dr).remainder(h) * w + (c0 + dc).remainder(w), None)
     return out
 
 
-def _resample(x: Tensor, matrix: Tensor, translation: Tensor, interpolation: str, padding: str) -> Tensor:
-    b, c, h, w = x.shape
+def _grid_exact(matrix: Tensor, translation: Tensor, height: int, width: int) -> Tensor:
+    exact = is_signed_permutation(matrix) & ((translation - translation.round()).abs() < 1e-9).all(-1)
+    if height != width:  # a quarter turn maps an H x W grid onto itself only if it is square
+        exact = exact & (matrix[:, 0, 0].round().abs() == 1)
+    return exact
+
+
+@dataclass
+class ImagePlan:
+    """Everything about ``K`` elements' action on ``H × W`` images that does not depend on the pixels, computed once:
+    which elements are exact, their gather indices, and the sampling grids of the others.
+
+    Attributes:
+        exact: ``bool [K]``; ``exact_list``: the same on the host (decides the path without a device sync).
+        index, valid: ``[K, H*W]`` flat source pixel and in-range flag of every output pixel (exact elements).
+        grid: ``[K, H, W, 2]`` ``grid_sample`` grid (zero padding), or ``coords [K, H*W, 2]`` source pixel
+            coordinates (circular padding).
+    """
+
+    exact: Tensor
+    exact_list: list[bool]
+    index: Tensor
+    valid: Optional[Tensor]
+    grid: Optional[Tensor]
+    coords: Optional[Tensor]
+    interpolation: str
+    matrix: Tensor
+
+
+def plan_image(
+    matrix: Tensor,
+    translation: Tensor,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+    *,
+    interpolation: str = "bilinear",
+    padding: str = "zeros",
+    exact: Optional[Tensor] = None,
+) -> ImagePlan:
+    """Plan the affine maps ``p -> M p + t`` (``matrix [K, 2, 2]``, ``translation [K, 2]``, pixel units about the
+    image centre) on ``H × W`` images: source pixel ``q = M⁻¹(p − t) + c`` of every output pixel ``p``."""
+    if exact is None:
+        exact = _grid_exact(matrix, translation, height, width)
+    q = _source_coords(matrix, translation, height, width)  # [K, H*W, 2] float64
+    col, row = q[..., 0].round().long(), q[..., 1].round().long()
     if padding == "circular":
-        return _bilinear_circular(x, _source_coords(matrix, translation, h, w))
-    # grid_sample's normalised coordinates: pixel units scaled by S = diag(W/2, H/2) (align_corners=False)
-    s = torch.tensor([w / 2, h / 2], dtype=torch.float64, device=x.device)
-    minv = torch.linalg.inv(matrix)
-    a = minv * s[None, None, :] / s[None, :, None]
-    t = -torch.einsum("bij,bj->bi", minv, translation) / s
-    theta = torch.cat([a, t[:, :, None]], 2).to(x.dtype)
-    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
-    return F.grid_sample(x, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+        index, valid = row.remainder(height) * width + col.remainder(width), None
+    else:
+        valid = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        index = row.clamp(0, height - 1) * width + col.clamp(0, width - 1)
+        valid = None if bool(valid.all()) else valid
+    grid = coords = None
+    if not bool(exact.all()):
+        if padding == "circular":
+            coords = q
+        else:  # grid_sample's normalised coordinates (align_corners=False): (q - c) * 2 / size
+            centre = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64, device=q.device)
+            size = torch.tensor([width / 2, height / 2], dtype=torch.float64, device=q.device)
+            grid = ((q - centre) / size).to(dtype).reshape(-1, height, width, 2)
+    return ImagePlan(exact, exact.tolist(), index, valid, grid, coords, interpolation, matrix)
+
+
+def apply_image_plan(plan: ImagePlan, rows: Tensor, x: Tensor, all_exact: Optional[bool] = None) -> Tensor:
+    """Move images ``x [B, ..., H, W]`` by the planned elements ``rows [B]`` (indices into the plan).
+
+    ``all_exact`` (``True``/``False``), when the caller knows it, skips the per-call check of which rows are exact.
+    """
+    shape = x.shape
+    x4 = x.reshape(shape[0], -1, shape[-2], shape[-1])
+
+    def exact_path(r: Tensor, xs: Tensor) -> Tensor:
+        return _gather(xs, plan.index.index_select(0, r), None if plan.valid is None else plan.valid.index_select(0, r))
+
+    def resample_path(r: Tensor, xs: Tensor) -> Tensor:
+        if plan.coords is not None:
+            return _bilinear_circular(xs, plan.coords.index_select(0, r))
+        grid = plan.grid.index_select(0, r)
+        return F.grid_sample(xs, grid, mode=plan.interpolation, padding_mode="zeros", align_corners=False)
+
+    if all_exact is None:
+        flags = plan.exact.index_select(0, rows)
+        n_exact = int(flags.sum())
+        all_exact = True if n_exact == shape[0] else (False if n_exact == 0 else None)
+    if all_exact is True:
+        out = exact_path(rows, x4)
+    elif all_exact is False:
+        out = resample_path(rows, x4)
+    else:
+        out = torch.empty_like(x4)
+        ei, ri = flags.nonzero()[:, 0], (~flags).nonzero()[:, 0]
+        out[ei] = exact_path(rows[ei], x4[ei])
+        out[ri] = resample_path(rows[ri], x4[ri])
+    return out.reshape(shape)
 
 
 def transform_image(
@@ -110,29 +184,9 @@ def transform_image(
     Rows flagged in ``exact [B]`` (default: signed-permutation ``M``, integer ``t`` and, for 90° turns, a square image)
     are gathered exactly; the rest are resampled.
     """
-    shape = x.shape
-    h, w = shape[-2:]
-    x4 = x.reshape(shape[0], -1, h, w)
-    if exact is None:
-        exact = _grid_exact(matrix, translation, h, w)
-    n_exact = int(exact.sum())
-    if n_exact == shape[0]:
-        out = _exact(x4, _source_coords(matrix, translation, h, w), padding)
-    elif n_exact == 0:
-        out = _resample(x4, matrix, translation, interpolation, padding)
-    else:
-        out = torch.empty_like(x4)
-        ei, ri = exact.nonzero()[:, 0], (~exact).nonzero()[:, 0]
-        out[ei] = _exact(x4[ei], _source_coords(matrix[ei], translation[ei], h, w), padding)
-        out[ri] = _resample(x4[ri], matrix[ri], translation[ri], interpolation, padding)
-    return out.reshape(shape)
-
-
-def _grid_exact(matrix: Tensor, translation: Tensor, height: int, width: int) -> Tensor:
-    exact = is_signed_permutation(matrix) & ((translation - translation.round()).abs() < 1e-9).all(-1)
-    if height != width:  # a quarter turn maps an H x W grid onto itself only if it is square
-        exact = exact & (matrix[:, 0, 0].round().abs() == 1)
-    return exact
+    h, w = x.shape[-2:]
+    plan = plan_image(matrix, translation, h, w, x.dtype, interpolation=interpolation, padding=padding, exact=exact)
+    return apply_image_plan(plan, torch.arange(x.shape[0], device=x.device), x)
 
 
 def _has_off_grid_rotations(group: Group) -> bool:
@@ -170,6 +224,7 @@ class ImageAction(Action):
             raise ValueError("`padding='circular'` supports `interpolation='bilinear'` only.")
         self.mask, self.interpolation, self.padding = mask, interpolation, padding
         self._mask_cache: dict = {}
+        self._uses_mask: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         args = f"mask={self.mask!r}, interpolation={self.interpolation!r}, padding={self.padding!r}"
@@ -177,7 +232,12 @@ class ImageAction(Action):
 
     def uses_mask(self, group: Group) -> bool:
         """Whether images are masked to the inscribed disc for this group."""
-        return self.mask == "disc" or (self.mask == "auto" and _has_off_grid_rotations(group))
+        if self.mask != "auto":
+            return self.mask == "disc"
+        key = repr(group)
+        if key not in self._uses_mask:
+            self._uses_mask[key] = _has_off_grid_rotations(group)
+        return self._uses_mask[key]
 
     def _disc(self, x: Tensor) -> Tensor:
         key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
@@ -188,11 +248,16 @@ class ImageAction(Action):
     def prepare(self, group: Group, x: Tensor) -> Tensor:
         return x * self._disc(x) if self.uses_mask(group) else x
 
+    def plan(self, group: Group, elements: Tensor, shape: torch.Size, dtype: torch.dtype) -> ImagePlan:
+        m, t = group.matrix(elements), group.translation(elements)
+        return plan_image(m, t, shape[-2], shape[-1], dtype, interpolation=self.interpolation, padding=self.padding)
+
+    def apply(self, group: Group, plan: ImagePlan, rows: Tensor, x: Tensor, all_exact: Optional[bool] = None) -> Tensor:
+        return self.prepare(group, apply_image_plan(plan, rows, x, all_exact))
+
     def __call__(self, group: Group, elements: Tensor, x: Tensor) -> Tensor:
-        matrix, translation = group.matrix(elements), group.translation(elements)
-        x = self.prepare(group, x)
-        out = transform_image(x, matrix, translation, interpolation=self.interpolation, padding=self.padding)
-        return self.prepare(group, out)
+        plan = self.plan(group, elements, x.shape, x.dtype)
+        return self.apply(group, plan, torch.arange(x.shape[0], device=x.device), self.prepare(group, x))
 
     def exact_elements(self, group: Group, elements: Tensor, shape: torch.Size) -> Tensor:
         return _grid_exact(group.matrix(elements), group.translation(elements), shape[-2], shape[-1])

@@ -104,16 +104,26 @@ def _forward_chunks(model: Callable, x: Tensor, chunk: int, symmetry: Symmetry) 
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+def _exact_hint(exact: list[bool], k_lo: int, k_hi: int) -> Optional[bool]:
+    """Whether the elements ``exact[k_lo:k_hi + 1]`` are all exact (True), none (False) or mixed (None)."""
+    part = exact[k_lo : k_hi + 1]
+    return True if all(part) else (False if not any(part) else None)
+
+
 def _round_trip(symmetry: Symmetry, action, elements: Tensor, x: Tensor, chunk: int) -> Tensor:
-    """``[K]`` mean over the samples of ``x [M, ...]`` of ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖``."""
+    """``[K]`` mean over the samples of prepared ``x [M, ...]`` of ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖``."""
     group, k, m = symmetry.group, elements.shape[0], x.shape[0]
+    there = action.plan(group, elements, x.shape, x.dtype)
+    back = action.plan(group, group.inverse(elements), x.shape, x.dtype)
+    exact = action.exact_elements(group, elements, x.shape).tolist()
     out = torch.empty(k * m, dtype=_F64, device=x.device)
-    inv = group.inverse(elements)
     for start in range(0, k * m, chunk):
-        idx = torch.arange(start, min(start + chunk, k * m), device=x.device)
-        xs = x.index_select(0, idx % m)
-        back = action(group, inv.index_select(0, idx // m), action(group, elements.index_select(0, idx // m), xs))
-        out[start : start + idx.shape[0]] = relative(back.to(_F64), xs.to(_F64))
+        stop = min(start + chunk, k * m)
+        idx = torch.arange(start, stop, device=x.device)
+        ks, xs = idx // m, x.index_select(0, idx % m)
+        hint = _exact_hint(exact, start // m, (stop - 1) // m)
+        there_back = action.apply(group, back, ks, action.apply(group, there, ks, xs, hint), hint)
+        out[start:stop] = relative(there_back.to(_F64), xs.to(_F64))
     return out.reshape(k, m).mean(1)
 
 
@@ -135,21 +145,35 @@ def _orbit_errors_update(
     max_batch: Union[int, str],
     floor_samples: int,
 ) -> dict:
-    """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`."""
+    """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`.
+
+    Each action is planned once for the ``K`` elements (grids, gather indices); exact elements are processed first so
+    that a chunk mixes exact and interpolated elements at most once, and each chunk knows its path without a sync.
+    """
     group, phi, phi_out = symmetry.group, symmetry.input_action, symmetry.output_action
     n, k = x.shape[0], elements.shape[0]
     x0 = phi.prepare(group, x)
+    plan_in = phi.plan(group, elements, x0.shape, x0.dtype)
+    exact_in = phi.exact_elements(group, elements, x0.shape)
+    order = sorted(range(k), key=lambda i: not exact_in[i])  # exact elements first
+    order_t = torch.tensor(order, dtype=torch.long, device=x.device)
+    ex_in = [bool(exact_in[i]) for i in order]
 
-    def make_batch(size: int) -> Tensor:
-        idx = torch.arange(size, device=x.device) % (n * k)
-        return phi(group, elements.index_select(0, idx // n), x0.index_select(0, idx % n))
+    def step_input(start: int, stop: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        idx = torch.arange(start, stop, device=x.device) % (n * k)
+        ks, rows = order_t.index_select(0, idx // n), idx % n
+        hint = _exact_hint(ex_in, start // n, (stop - 1) // n) if stop <= n * k else None
+        return phi.apply(group, plan_in, ks, x0.index_select(0, rows), hint), ks, rows, idx
 
-    key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, type(group).__name__)
-    chunk = resolve_chunk_size(model, max_batch, key, make_batch, n * k)
+    key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, repr(group), repr(phi))
+    chunk = resolve_chunk_size(model, max_batch, key, lambda size: model(step_input(0, size)[0]), n * k, x.device)
     y0 = _forward_chunks(model, x0, chunk, symmetry)
-    y0d = y0.to(_F64)
+    y0d = phi_out.prepare(group, y0.to(_F64))
     classifier = phi_out.is_identity and y0.ndim == 2 and y0.shape[1] >= 2
     with_conf = classifier and labels is not None
+    plan_out = None if phi_out.is_identity else phi_out.plan(group, elements, y0d.shape, _F64)
+    exact_out = phi_out.exact_elements(group, elements, y0.shape)
+    ex_out = [bool(exact_out[i]) for i in order]
 
     total = n * k
     errors, abs_e, rel_e = (torch.empty(total, dtype=_F64, device=x.device) for _ in range(3))
@@ -157,29 +181,29 @@ def _orbit_errors_update(
     flips = torch.empty(total, dtype=torch.bool, device=x.device) if classifier else None
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     for start in range(0, total, chunk):
-        idx = torch.arange(start, min(start + chunk, total), device=x.device)
-        sl = slice(start, start + idx.shape[0])
-        g, rows = elements.index_select(0, idx // n), idx % n
-        actual = phi_out.prepare(group, model(phi(group, g, x0.index_select(0, rows))).to(_F64))
+        stop = min(start + chunk, total)
+        xt, ks, rows, _ = step_input(start, stop)
+        actual = phi_out.prepare(group, model(xt).to(_F64))
         if actual.shape[1:] != y0.shape[1:]:
             raise RuntimeError(
                 f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
                 f"{tuple(y0.shape[1:])} per sample; the output must not depend on the element's shape change."
             )
         ref = y0d.index_select(0, rows)
-        expected = ref if phi_out.is_identity else phi_out(group, g, ref)
+        hint = _exact_hint(ex_out, start // n, (stop - 1) // n)
+        expected = ref if plan_out is None else phi_out.apply(group, plan_out, ks, ref, hint)
         lab = labels.index_select(0, rows) if labels is not None else None
-        errors[sl] = symmetry.distance(actual, expected, lab)
-        abs_e[sl] = max_abs(actual, expected)
-        rel_e[sl] = relative(actual, expected)
-        nonfinite[sl] = ~(torch.isfinite(actual).flatten(1).all(1) & torch.isfinite(expected).flatten(1).all(1))
+        pos = ks * n + rows  # position in the element-major table of the caller's element order
+        errors[pos] = symmetry.distance(actual, expected, lab)
+        abs_e[pos] = max_abs(actual, expected)
+        rel_e[pos] = relative(actual, expected)
+        nonfinite[pos] = ~(torch.isfinite(actual).flatten(1).all(1) & torch.isfinite(expected).flatten(1).all(1))
         if flips is not None:
-            flips[sl] = actual.argmax(1) != expected.argmax(1)
+            flips[pos] = actual.argmax(1) != expected.argmax(1)
         if conf is not None:
-            conf[sl] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
+            conf[pos] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
 
     m = min(n, floor_samples)
-    exact = phi.exact_elements(group, elements, x.shape) & phi_out.exact_elements(group, elements, y0.shape)
     return {
         "errors": errors,
         "abs_errors": abs_e,
@@ -190,7 +214,7 @@ def _orbit_errors_update(
         "confidence_ref": y0d.softmax(1).gather(1, labels.reshape(-1, 1).long())[:, 0] if with_conf else None,
         "input_floor": _round_trip(symmetry, phi, elements, x0[:m], chunk),
         "output_floor": None if phi_out.is_identity else _round_trip(symmetry, phi_out, elements, y0d[:m], chunk),
-        "exact": exact,
+        "exact": exact_in & exact_out,
         "shape": (n, k),
     }
 
