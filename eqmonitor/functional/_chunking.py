@@ -33,7 +33,7 @@ def _time(step: Callable[[int], object], size: int, device: torch.device) -> flo
 
 def tune_chunk_size(step: Callable[[int], object], total: int, device: torch.device) -> int:
     """Fastest chunk size among ``_CANDIDATES`` (up to ``total``), timing one whole ``step(n)`` (transform and
-    forward of ``n`` pairs) per sample: best of three runs per size; the sweep goes on past one slower size and stops
+    forward of ``n`` pairs) per sample: best of two runs per size; the sweep goes on past one slower size and stops
     at the second in a row; a larger size wins a near-tie (within 3%), as it needs fewer launches.
     """
     sizes = sorted({s for s in _CANDIDATES if s < total} | {min(total, _CANDIDATES[-1])})
@@ -41,7 +41,7 @@ def tune_chunk_size(step: Callable[[int], object], total: int, device: torch.dev
     _time(step, sizes[0], device)  # warm-up: allocator, kernels, caches
     for size in sizes:
         try:
-            seconds = min(_time(step, size, device) for _ in range(3))
+            seconds = min(_time(step, size, device) for _ in range(2))
         except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
             break
         rate = seconds / size
