@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from eqmonitor.actions.image import ImageAction
 from eqmonitor.groups import Group
 
-__all__ = ["DeepSets", "GroupAveraged", "RadialProfile", "SmallCNN"]
+__all__ = ["C4EquivariantCNN", "C4SymmetricConv2d", "DeepSets", "GroupAveraged", "RadialProfile", "SmallCNN"]
 
 
 class SmallCNN(nn.Module):
@@ -121,3 +121,37 @@ class RadialProfile(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         profile = x.flatten(2) @ self.rings.to(x.dtype)  # [B, C, bins]
         return self.head(profile.flatten(1))
+
+
+class C4SymmetricConv2d(nn.Conv2d):
+    """A convolution whose kernel is averaged over the four quarter turns: equivariant to C4 on square inputs
+    (with stride 1 and ``padding = kernel_size // 2``), each channel a scalar field (trivial fibre)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        w = (w + torch.rot90(w, 1, (-2, -1)) + torch.rot90(w, 2, (-2, -1)) + torch.rot90(w, 3, (-2, -1))) / 4
+        return self._conv_forward(x, w, self.bias)
+
+
+class C4EquivariantCNN(nn.Module):
+    """Layer by layer C4-equivariant CNN on square images: symmetric 3×3 convolutions, ReLU, global average pooling
+    and a linear head (``[B, C, H, W] -> [B, classes]``), invariant at the end. Each layer can be swapped for a
+    non-equivariant one to test layer-wise diagnostics."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = C4SymmetricConv2d(in_channels, width, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = C4SymmetricConv2d(width, width, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.conv3 = C4SymmetricConv2d(width, width, 3, padding=1)
+        self.act3 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.conv2(x))
+        x = self.act3(self.conv3(x))
+        return self.head(self.flatten(self.pool(x)))

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eqmonitor.groups import Group
 
-__all__ = ["OrbitErrors"]
+__all__ = ["LayerErrors", "OrbitErrors"]
 
 
 def _nan_where(values: Tensor, mask: Tensor) -> Tensor:
@@ -124,3 +124,40 @@ class OrbitErrors:
             if t is not None:
                 out[name] = t.index_select(1 if name in cols else 0, idx.to(t.device))
         return replace(self, **out)
+
+
+@dataclass(frozen=True)
+class LayerErrors:
+    """Layer-wise errors of ``L`` layers (forward order) over ``N`` samples and ``K`` elements.
+
+    Attributes:
+        names, types: layer names (as in ``named_modules``) and module class names.
+        cumulative: ``[L, N, K]`` relative error of each layer's output at ``g·x`` against ``ρ(g)`` of it at ``x``.
+        isolated: ``[L, N, K]`` relative error of the layer alone on its transformed input (NaN where it has no
+            single tensor input or no derivable action).
+        elements, exact: the elements ``[K, p]`` and which are exact ``bool [K]``.
+        tolerance: the isolated error above which a layer fails; ``first_failing``: the first such layer, or None.
+    """
+
+    names: list
+    types: list
+    cumulative: Tensor
+    isolated: Tensor
+    elements: Tensor
+    exact: Tensor
+    tolerance: float
+    first_failing: Optional[str]
+    symmetry: str
+    dtype: torch.dtype
+
+    @classmethod
+    def build(cls, **kw) -> "LayerErrors":
+        iso, exact = kw["isolated"], kw["exact"]
+        judged = iso[:, :, exact] if bool(exact.any()) else iso
+        worst = judged.nan_to_num(nan=-1.0).flatten(1).amax(1) if judged.numel() else judged.new_zeros(len(kw["names"]))
+        failing = [nm for nm, w in zip(kw["names"], worst.tolist()) if w > kw["tolerance"]]
+        return cls(first_failing=failing[0] if failing else None, **kw)
+
+    def per_layer(self, which: str = "isolated") -> Tensor:
+        """``[L]`` mean error of each layer over samples and elements (NaN where not measured)."""
+        return getattr(self, which).flatten(1).nanmean(1)
