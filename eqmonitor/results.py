@@ -10,7 +10,7 @@ from torch import Tensor
 
 from eqmonitor.groups import Group
 
-__all__ = ["LayerErrors", "OrbitErrors"]
+__all__ = ["GradientErrors", "LayerErrors", "OrbitErrors"]
 
 
 def _nan_where(values: Tensor, mask: Tensor) -> Tensor:
@@ -161,3 +161,35 @@ class LayerErrors:
     def per_layer(self, which: str = "isolated") -> Tensor:
         """``[L]`` mean error of each layer over samples and elements (NaN where not measured)."""
         return getattr(self, which).flatten(1).nanmean(1)
+
+
+@dataclass(frozen=True)
+class GradientErrors:
+    """Gradient errors over ``K`` elements.
+
+    Attributes:
+        input: ``[N, K]`` relative error of each sample's input gradient at ``g·x`` against ``g`` of it at ``x``.
+        params: ``{parameter name: [K]}`` relative error of the loss gradient at ``g·x`` against that at ``x``.
+        elements, exact: the elements and which are exact; ``tolerance``: the broken threshold.
+    """
+
+    input: Tensor
+    params: dict
+    elements: Tensor
+    exact: Tensor
+    tolerance: float
+    symmetry: str
+    dtype: torch.dtype
+
+    def per_layer(self) -> dict:
+        """``{module name: [K]}``: the worst parameter error of each module (names up to the last dot)."""
+        out: dict = {}
+        for name, err in self.params.items():
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            out[layer] = err if layer not in out else torch.maximum(out[layer], err)
+        return out
+
+    def broken_params(self, exact_only: bool = True) -> list:
+        """Parameter names whose error exceeds ``tolerance`` (on exact elements, if any and ``exact_only``)."""
+        cols = self.exact if exact_only and bool(self.exact.any()) else torch.ones_like(self.exact)
+        return [n for n, e in self.params.items() if float(e[cols].max()) > self.tolerance]
