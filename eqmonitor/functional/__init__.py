@@ -5,4 +5,12 @@ from eqmonitor.functional.gradients import gradient_errors
 from eqmonitor.functional.layerwise import feature_action, layer_errors
 from eqmonitor.functional.orbit import noise_floor, orbit_errors
 
-__all__ = ["DISTANCES", "feature_action", "gradient_errors", "layer_errors", "noise_floor", "orbit_errors", "resolve_distance"]
+__all__ = [
+    "DISTANCES",
+    "feature_action",
+    "gradient_errors",
+    "layer_errors",
+    "noise_floor",
+    "orbit_errors",
+    "resolve_distance",
+]
