@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from eqmonitor.functional._isolation import model_dtype
+from eqmonitor.functional.gradients import gradient_errors
+from eqmonitor.functional.layerwise import layer_errors
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups import Group
 from eqmonitor.report import AuditReport, default_tolerance
@@ -18,6 +20,12 @@ from eqmonitor.symmetry import Symmetry
 __all__ = ["assert_equivariant", "audit", "default_elements"]
 
 log = logging.getLogger(__name__)
+
+
+def _default_loss(output: Tensor, labels: Optional[Tensor]) -> Tensor:
+    if labels is not None and output.ndim == 2 and not labels.is_floating_point():
+        return torch.nn.functional.cross_entropy(output, labels, reduction="sum")
+    return output.square().sum()
 
 
 def default_elements(group: Group, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -42,6 +50,9 @@ def audit(
     n_elements: int = 32,
     seed: int = 0,
     max_batch: Union[int, str] = "auto",
+    layers: Union[bool, Sequence[str]] = False,
+    gradients: bool = False,
+    loss_fn: Optional[Callable] = None,
 ) -> AuditReport:
     """Measure ``model`` under ``symmetry`` on ``x`` and summarise it as an :class:`AuditReport`.
 
@@ -54,6 +65,9 @@ def audit(
         n_elements: how many elements when ``elements`` is not given.
         seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
         max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
+        layers: add the layer-wise section (``True``: leaf modules; or a list of module names).
+        gradients: add the gradient section, with ``loss_fn(output, labels)`` (default: cross-entropy with
+            ``labels`` when given, else the squared output).
 
     Example:
         >>> import torch, eqmonitor as eqm
@@ -66,6 +80,11 @@ def audit(
         elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
     orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
     report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
+    if layers:
+        names = None if layers is True else list(layers)
+        report.add_layers(layer_errors(model, x, symmetry, orbit.elements, layers=names))
+    if gradients:
+        report.add_gradients(gradient_errors(model, x, symmetry, orbit.elements, loss_fn or _default_loss, labels))
     log.info("eqmonitor audit of %s: %s (max relative error %.3e)", symmetry.name, report.verdict,
              report.stats["relative"]["max"])  # fmt: skip
     return report

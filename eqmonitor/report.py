@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from eqmonitor.results import OrbitErrors
+from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
 
 __all__ = ["VERDICT_BANDS", "AuditReport", "default_tolerance", "verdict"]
 
@@ -56,6 +56,26 @@ def verdict(relative_error: float, dtype: torch.dtype = torch.float32) -> str:
 def default_tolerance(dtype: torch.dtype) -> float:
     """The largest relative error that still counts as ``excellent`` for ``dtype`` (1e-4 for float32)."""
     return _bands(dtype)[1]
+
+
+_CAUSES = (
+    (("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"), "normalisation (train-mode batch statistics, or "
+     "statistics/affine parameters that differ across positions or field components)"),
+    (("Conv",), "convolution: unconstrained or asymmetric kernel, zero padding at the boundary, or a stride that does "
+     "not align the sampling grid with the image centre"),
+    (("Pool",), "pooling: window/stride misaligned with the image size (odd/even) or the group's centre"),
+    (("ReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "ELU", "Softmax"), "non-equivariant nonlinearity (acts on field "
+     "components that the group mixes)"),
+    (("Linear",), "dense layer mixing positions or field components"),
+)  # fmt: skip
+
+
+def likely_cause(module_type: str) -> str:
+    """The usual way a layer of ``module_type`` breaks a symmetry (the failure modes of DESIGN §1)."""
+    for keys, cause in _CAUSES:
+        if any(k in module_type for k in keys):
+            return cause
+    return "custom layer: check its own equivariance (e.g. with `assert_equivariant` on the layer alone)"
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -98,6 +118,41 @@ class AuditReport:
     flip_rate: Optional[float]
     n_nonfinite: int
     orbit: Optional[OrbitErrors] = field(default=None, repr=False, compare=False)
+    layers: Optional[dict[str, Any]] = None
+    gradients: Optional[dict[str, Any]] = None
+
+    def add_layers(self, layer_errors: LayerErrors) -> None:
+        """Add the layer-wise section: per-layer cumulative/isolated means, the first failing layer, a likely cause."""
+        le = layer_errors
+        cum, iso = le.per_layer("cumulative").cpu().tolist(), le.per_layer("isolated").cpu().tolist()
+        rows = [
+            {"layer": n, "type": t, "cumulative": c, "isolated": i, "failing": n == le.first_failing}
+            for n, t, c, i in zip(le.names, le.types, cum, iso)
+        ]
+        culprit = next((r for r in rows if r["failing"]), None)
+        self.layers = {
+            "rows": rows,
+            "first_failing": le.first_failing,
+            "likely_cause": None if culprit is None else likely_cause(culprit["type"]),
+            "tolerance": le.tolerance,
+            "verdict": "broken" if culprit else "ok",
+        }
+
+    def add_gradients(self, gradient_errors: GradientErrors) -> None:
+        """Add the gradient section: input-gradient statistics and the parameters whose gradients break symmetry."""
+        ge = gradient_errors
+        cols = ge.exact if bool(ge.exact.any()) else torch.ones_like(ge.exact)
+        inp = ge.input[:, cols.to(ge.input.device)]
+        worst = sorted(((float(e[cols].max()), n) for n, e in ge.params.items()), reverse=True)[:5]
+        broken = ge.broken_params()
+        self.gradients = {
+            "input_mean": float(inp.mean()),
+            "input_max": float(inp.max()),
+            "worst_params": [{"param": n, "max": v} for v, n in worst],
+            "broken_params": broken,
+            "verdict": verdict(max(float(inp.max()), worst[0][0] if worst else 0.0), ge.dtype),
+            "judged_on": "exact elements" if bool(ge.exact.any()) else "all elements",
+        }
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -216,6 +271,24 @@ class AuditReport:
         ]  # fmt: skip
         return header, body
 
+    def _sections(self) -> list[str]:
+        out = []
+        if self.layers is not None:
+            lw = self.layers
+            out += ["", f"  layer-wise ({lw['verdict']}; isolated tolerance {lw['tolerance']:.1e})"]
+            if lw["first_failing"]:
+                out.append(f"  first failing layer: {lw['first_failing']} — likely cause: {lw['likely_cause']}")
+            out.append(f"  {'layer':<24}{'type':<22}{'cumulative':<14}isolated")
+            for r in lw["rows"]:
+                mark = "  <-- first failing" if r["failing"] else ""
+                out.append(f"  {r['layer']:<24}{r['type']:<22}{_fmt(r['cumulative']):<14}{_fmt(r['isolated'])}{mark}")
+        if self.gradients is not None:
+            gr = self.gradients
+            out += ["", f"  gradients ({gr['verdict']}, on {gr['judged_on']})"]
+            out.append(f"  input gradient error  mean {_fmt(gr['input_mean'])}  max {_fmt(gr['input_max'])}")
+            out += [f"  param {p['param']:<32} max {_fmt(p['max'])}" for p in gr["worst_params"]]
+        return out
+
     def to_text(self, max_rows: int = 16) -> str:
         """A plain-text report: headline lines, then the per-element table (the worst ``max_rows`` elements)."""
         head = self._headline()
@@ -228,7 +301,7 @@ class AuditReport:
         out.extend("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body)
         if len(self.elements) > max_rows:
             out.append(f"  ({len(self.elements) - max_rows} more elements not shown; the worst are listed)")
-        return "\n".join(out)
+        return "\n".join(out + self._sections())
 
     def to_markdown(self, max_rows: int = 16) -> str:
         """The same report as Markdown (a headline list and a table)."""
@@ -237,7 +310,8 @@ class AuditReport:
         header, body = self._table(max_rows)
         out += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(out)
+        extra = self._sections()
+        return "\n".join(out + (["", "```", *extra[1:], "```"] if extra else []))
 
     def __str__(self) -> str:
         return self.to_text()

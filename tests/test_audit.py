@@ -85,3 +85,22 @@ def test_assert_equivariant_explicit_tolerance(c4_averaged, digits, rotation):
     eqm.assert_equivariant(c4_averaged, x[:8], rotation, elements=[math.pi / 4], tolerance=0.5)
     with pytest.raises(AssertionError):
         eqm.assert_equivariant(c4_averaged, x[:8], rotation, elements=[math.pi / 4], tolerance=1e-6)
+
+
+def test_audit_layer_and_gradient_sections(digits):
+    from torch import nn
+
+    x, y = digits
+    torch.manual_seed(0)
+    model = eqm.models.C4EquivariantCNN()
+    model.conv2 = nn.Conv2d(8, 8, 3, padding=1)  # injected bug
+    sym = eqm.Symmetry.from_spec(name="c4", group="c4")
+    report = eqm.audit(model, x[:8], sym, labels=y[:8], layers=True, gradients=True)
+    assert report.layers["first_failing"] == "conv2" and "convolution" in report.layers["likely_cause"]
+    assert report.gradients["verdict"] == "broken" and "conv2.weight" in report.gradients["broken_params"]
+    text = report.to_text()
+    assert "first failing layer: conv2" in text and "<-- first failing" in text and "input gradient error" in text
+    assert json.loads(report.to_json())["layers"]["first_failing"] == "conv2"
+    assert "first failing layer" in report.to_markdown()
+    good = eqm.audit(eqm.models.C4EquivariantCNN(), x[:8], sym, labels=y[:8], layers=True, gradients=True)
+    assert good.layers["first_failing"] is None and good.gradients["verdict"] in ("exact", "excellent")
