@@ -3,13 +3,17 @@
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
 from eqmonitor.functional.gradients import gradient_errors
 from eqmonitor.functional.layerwise import feature_action, layer_errors
+from eqmonitor.functional.lie import LieDerivative, image_tangent, lie_derivative
 from eqmonitor.functional.orbit import noise_floor, orbit_errors
 
 __all__ = [
     "DISTANCES",
+    "LieDerivative",
     "feature_action",
     "gradient_errors",
+    "image_tangent",
     "layer_errors",
+    "lie_derivative",
     "noise_floor",
     "orbit_errors",
     "resolve_distance",

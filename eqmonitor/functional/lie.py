@@ -1,0 +1,479 @@
+"""Lie derivatives: how fast a model leaves its symmetry under an infinitesimal rotation, shift or scaling.
+
+For a one-parameter subgroup ``g_t = exp(tA)`` (``t``: an angle in radians, a shift in pixels, a log-scale) the Lie
+derivative of a model ``h`` at ``x`` (Gruver et al. 2023) is
+
+.. math:: L h(x) = \\frac{d}{dt}\\Big|_{t=0} φ̃\\big(g_t^{-1},\\ h(φ(g_t, x))\\big) = J_h(x)\\, τ_φ(x) - τ_{φ̃}(h(x)),
+
+with ``τ_φ(x) = d/dt φ(g_t, x)`` the tangent of the input and ``τ_φ̃(y)`` that of the output (zero for an invariant
+output). It is zero for a model that respects the continuous symmetry and, unlike an orbit error at a finite angle,
+carries no interpolation error of the action: the input tangent is computed *analytically* (DESIGN §8), not by
+differentiating ``grid_sample`` (biased at ``t = 0``: pixel centres sit on the bilinear interpolant's kinks).
+
+Images move as ``(g·x)(p) = x(M_t⁻¹(p − t_t))``, so ``τ(x)(p) = −∇x(p) · v(p)`` with the generator's vector field
+``v(p) = d/dt (M_t p + t_t)`` at ``t = 0`` (pixel units about the image centre; ``x`` along columns, ``y`` down rows):
+
+- ``rotation``: ``v = (−y, x)`` (``M_t = [[cos t, −sin t], [sin t, cos t]]``), so ``τ = y ∂_x x − x ∂_y x``;
+- ``translation_x`` / ``translation_y``: ``v = e_x`` / ``e_y``, so ``τ = −∂_x x`` / ``−∂_y x``;
+- ``scale``: ``v = p``, so ``τ = −(x ∂_x x + y ∂_y x)``.
+
+Vector fields (:class:`~eqmonitor.actions.VectorField`) also turn their vectors: ``τ(F) = A F − ∇F · v`` with ``A``
+the generator's matrix (the rotation generator ``[[0, −1], [1, 0]]``, the identity for scaling, zero for shifts).
+
+The image gradient ``∇x`` is taken by **central differences** ``(x[i+1] − x[i−1]) / 2`` with zeros outside the image
+(or wrapping around, for actions with ``padding="circular"``). This is the derivative that bilinear resampling itself
+has at small angles (its symmetric finite difference at pixel centres *is* the central difference), so the result
+agrees with finite differences of eqmonitor's own image action, and a smooth image's tangent is accurate to second
+order. The tangent is pushed through the model with one forward-mode ``torch.func.jvp``; layers without forward-mode
+AD (``grid_sample``) fall back to the double-backward trick (``J v = ∂/∂w ⟨J^T w, v⟩``).
+
+Masks. Where the input action masks images to the inscribed disc (SO(2) with ``mask="auto"``), the model is evaluated
+at the masked image ``m·x`` and the input tangent is ``m·τ(x)``, the exact tangent of the masked continuous image for
+rotations (the disc is rotation-invariant); a central difference across the mask's staircase edge would instead add
+spurious motion at the rim. For other generators the mask's own edge term is left out (a property of the mask, not of
+the model). For disc-masked image outputs the derivative is compared inside the disc less its edge pixels (where
+``τ_φ̃`` would difference across the edge).
+
+Chain rule (per-layer attribution). For a chain ``h = f_n ∘ … ∘ f_1`` with features ``h_m`` and feature tangents
+``τ_m`` (``τ_0`` the input's, ``τ_n`` the output's), each layer has its own Lie derivative on its actual input,
+``L_m = J_{f_m} τ_{m−1} − τ_m``, and the sum telescopes:
+
+.. math:: \\sum_m J_{f_n ∘ … ∘ f_{m+1}} L_m = J_h τ_0 − τ_n = L h(x).
+
+Feature tangents follow the feature actions of the layer-wise tests: maps ``[B, C, h, w]`` (``h, w > 1``) move like
+the image at their own resolution (shifts scaled by ``w / W``, ``h / H``), pooled or flattened features (``[B, D]``,
+``[B, C, 1, 1]``) are invariant (zero tangent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from eqmonitor.actions.fields import VectorField
+from eqmonitor.actions.image import ImageAction, disc_mask
+from eqmonitor.functional._isolation import isolated, model_device
+from eqmonitor.functional.distances import EPS
+from eqmonitor.functional.orbit import _orbit_errors_arg_validation, _orbit_errors_tensor_validation
+from eqmonitor.groups import SO2, Cyclic, Dihedral, Group, Scale, Translation
+from eqmonitor.symmetry import Symmetry
+
+__all__ = ["GENERATORS", "LieDerivative", "image_tangent", "lie_derivative"]
+
+_F64 = torch.float64
+#: the one-parameter subgroups of the plane's affine maps that :func:`lie_derivative` knows
+GENERATORS = ("rotation", "translation_x", "translation_y", "scale")
+_GENERATOR_MATRIX = {"rotation": ((0.0, -1.0), (1.0, 0.0)), "scale": ((1.0, 0.0), (0.0, 1.0))}
+
+
+@dataclass(frozen=True)
+class LieDerivative:
+    """The Lie derivative ``L h(x)`` of a model at ``N`` samples, and its per-layer chain-rule contributions.
+
+    Attributes:
+        total: ``[N]`` the *relative* Lie derivative ``‖L h(x)‖₂ / ‖h(x)‖₂`` per sample (norms over all output
+            components; ``h(x)`` masked like the output action masks it): how fast the output leaves the symmetry per
+            unit of the generator's parameter (radian, pixel, log-scale), relative to the output's size.
+        derivative: ``[N, ...]`` the raw ``L h(x)``, shaped like the output (float64; for disc-masked image outputs,
+            zero outside the disc and on its edge pixels).
+        output_norm: ``[N]`` ``‖h(x)‖₂``, the denominator of ``total``.
+        generator: ``"rotation"``, ``"translation_x"``, ``"translation_y"`` or ``"scale"``.
+        contributions: ``{layer: [N, ...]}`` in forward order, ``J_{after m} L_m``: they sum to ``derivative``
+            (empty unless ``layers`` were given).
+        local: ``{layer: [N]}`` each layer's own relative Lie derivative ``‖L_m‖ / ‖h_m‖`` on its actual input (the
+            layer alone, like the isolated layer-wise error).
+        method: ``"jvp"`` (forward mode) or ``"double_backward"`` (the fallback).
+        symmetry: the symmetry's name.
+    """
+
+    total: Tensor
+    derivative: Tensor
+    output_norm: Tensor
+    generator: str
+    contributions: dict[str, Tensor] = field(default_factory=dict)
+    local: dict[str, Tensor] = field(default_factory=dict)
+    method: str = "jvp"
+    symmetry: str = "symmetry"
+
+    @property
+    def names(self) -> list[str]:
+        """The attributed layers, in forward order."""
+        return list(self.contributions)
+
+    def relative(self, layer: Optional[str] = None) -> Tensor:
+        """``[N]`` ``‖L h(x)‖ / ‖h(x)‖`` (``layer=None``, i.e. ``total``) or a layer's ``‖J_{after m} L_m‖ / ‖h(x)‖``.
+
+        The contributions sum as vectors, not as norms: their relative norms bound ``total`` from above.
+        """
+        if layer is None:
+            return self.total
+        if layer not in self.contributions:
+            raise KeyError(f"Unknown layer {layer!r}; the attributed layers are {self.names}.")
+        return self.contributions[layer].flatten(1).norm(dim=1) / (self.output_norm + EPS)
+
+    def residual(self) -> Tensor:
+        """``[N, ...]`` ``L h(x) − Σ_m contributions`` (rounding error only, for a chain of layers)."""
+        if not self.contributions:
+            raise ValueError("No layer contributions; pass `layers=[...]` to `lie_derivative`.")
+        return self.derivative - sum(self.contributions.values())
+
+    def to(self, device: torch.device | str) -> "LieDerivative":
+        moved = {
+            f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)
+        }
+        return replace(
+            self,
+            **moved,
+            contributions={k: v.to(device) for k, v in self.contributions.items()},
+            local={k: v.to(device) for k, v in self.local.items()},
+        )
+
+    def cpu(self) -> "LieDerivative":
+        return self.to("cpu")
+
+
+# ------------------------------------------------------------------------------------------------ input tangents
+def _central_difference(x: Tensor, dim: int, circular: bool) -> Tensor:
+    """``(x[i+1] − x[i−1]) / 2`` along ``dim``, with zeros outside (or wrapping around if ``circular``)."""
+    if circular:
+        return (torch.roll(x, -1, dim) - torch.roll(x, 1, dim)) / 2
+    n = x.shape[dim]
+    zero = torch.zeros_like(x.narrow(dim, 0, 1))
+    ahead = torch.cat([x.narrow(dim, 1, n - 1), zero], dim)
+    behind = torch.cat([zero, x.narrow(dim, 0, n - 1)], dim)
+    return (ahead - behind) / 2
+
+
+def image_tangent(
+    x: Tensor,
+    generator: str,
+    *,
+    padding: str = "zeros",
+    shift_scale: tuple[float, float] = (1.0, 1.0),
+    vector_field: bool = False,
+) -> Tensor:
+    """The analytic tangent ``τ(x) = d/dt|₀ (g_t·x)`` of images ``x [B, ..., H, W]`` under a one-parameter subgroup.
+
+    .. math:: τ(x)(p) = −∇x(p) · v(p) \\quad (+\\, A\\, x(p) \\text{ for vector fields})
+
+    with ``v = (−y, x)`` (rotation, per radian), ``e_x`` / ``e_y`` (shifts, per pixel) or ``p`` (scaling, per unit of
+    log-scale), in pixel units about the image centre, and ``∇`` by central differences (see the module docstring).
+
+    Args:
+        x: ``[B, ..., H, W]`` images.
+        generator: one of :data:`GENERATORS`.
+        padding: ``"zeros"`` (zeros outside the image) or ``"circular"`` (periodic images).
+        shift_scale: ``(sx, sy)``, the size of one shift step in this tensor's pixels (``w / W``, ``h / H`` for a
+            feature map of an image ``W`` wide, ``H`` high); rotations and scalings do not depend on it.
+        vector_field: channels are ``(v_x, v_y)`` pairs that turn with the plane (``[B, ..., 2k, H, W]``).
+
+    Returns:
+        ``[B, ..., H, W]`` the tangent, float64.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 1, 5, 5, dtype=torch.float64); x[0, 0, 2, 3] = 1.0  # one bright pixel right of centre
+        >>> t = image_tangent(x, "rotation")  # turning +x towards +y moves it down: it grows below, fades above
+        >>> float(t[0, 0, 3, 3]), float(t[0, 0, 1, 3])
+        (0.5, -0.5)
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"Expected `generator` to be one of {GENERATORS}, but got {generator!r}.")
+    xd = x.to(_F64)
+    h, w = xd.shape[-2:]
+    circular = padding == "circular"
+    dx, dy = _central_difference(xd, -1, circular), _central_difference(xd, -2, circular)
+    cols = torch.arange(w, dtype=_F64, device=x.device) - (w - 1) / 2
+    rows = (torch.arange(h, dtype=_F64, device=x.device) - (h - 1) / 2)[:, None]
+    if generator == "rotation":
+        tangent = rows * dx - cols * dy
+    elif generator == "translation_x":
+        tangent = -shift_scale[0] * dx
+    elif generator == "translation_y":
+        tangent = -shift_scale[1] * dy
+    else:
+        tangent = -(cols * dx + rows * dy)
+    if vector_field and generator in _GENERATOR_MATRIX:
+        a = torch.tensor(_GENERATOR_MATRIX[generator], dtype=_F64, device=x.device)
+        pairs = xd.reshape(*xd.shape[:-3], -1, 2, h, w)
+        tangent = tangent + torch.einsum("ij,...jhw->...ihw", a, pairs).reshape(xd.shape)
+    return tangent
+
+
+def _default_generator(group: Group) -> str:
+    if isinstance(group, (SO2, Cyclic, Dihedral)):
+        return "rotation"
+    if isinstance(group, Translation) and group.space_dim == 2:
+        return "translation_x"
+    if isinstance(group, Scale):
+        return "scale"
+    raise ValueError(f"Cannot infer a one-parameter subgroup of {group!r}; pass `generator=` one of {GENERATORS}.")
+
+
+def _inner_disc(height: int, width: int, device: torch.device) -> Tensor:
+    """``[H, W]`` the inscribed disc less its edge pixels: those whose four neighbours all lie in the disc too."""
+    m = disc_mask(height, width, device, _F64)
+    inner = m.clone()
+    inner[1:] *= m[:-1]
+    inner[:-1] *= m[1:]
+    inner[:, 1:] *= m[:, :-1]
+    inner[:, :-1] *= m[:, 1:]
+    return inner
+
+
+def _mask_output(symmetry: Symmetry, d: Tensor) -> Tensor:
+    """Mask a derivative like the output action masks outputs; for disc-masked image outputs, also leave out the
+    disc's edge pixels, where the central differences of ``τ_φ̃`` would read across the mask's edge."""
+    phi_out, group = symmetry.output_action, symmetry.group
+    if isinstance(phi_out, ImageAction) and phi_out.uses_mask(group):
+        return d * _inner_disc(d.shape[-2], d.shape[-1], d.device)
+    return phi_out.prepare(group, d)
+
+
+def _output_tangent(symmetry: Symmetry, generator: str, y: Tensor) -> Tensor:
+    """``τ_φ̃(y)``: zero for an invariant output, the image (or vector-field) tangent for an image output action."""
+    phi_out = symmetry.output_action
+    if phi_out.is_identity:
+        return torch.zeros_like(y, dtype=_F64)
+    return image_tangent(y, generator, padding=phi_out.padding, vector_field=isinstance(phi_out, VectorField))
+
+
+def _feature_tangent(feature: Tensor, input_shape: torch.Size, generator: str, padding: str, name: str) -> Tensor:
+    """The tangent of an intermediate feature, by its shape (the feature actions of the layer-wise tests)."""
+    shape = feature.shape[1:]
+    if len(shape) <= 1 or (len(shape) >= 3 and shape[-2:] == (1, 1)):
+        return torch.zeros_like(feature, dtype=_F64)
+    if len(shape) >= 3 or tuple(shape) == tuple(input_shape):
+        factor = (shape[-1] / input_shape[-1], shape[-2] / input_shape[-2])
+        return image_tangent(feature, generator, padding=padding, shift_scale=factor)
+    raise RuntimeError(
+        f"Cannot derive a tangent for the output of layer {name!r}, of shape {tuple(feature.shape)}: only feature "
+        "maps [B, C, h, w] and pooled features [B, D] are supported. Attribute to coarser layers that skip it."
+    )
+
+
+# ------------------------------------------------------------------------------------------------ forward mode
+def _jvp(fn: Callable[[Tensor], Tensor], primal: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor, str]:
+    """``(fn(u), J_fn(u) · t, method)``: forward mode, or double backward for ops without forward-mode AD."""
+    tangent = tangent.to(primal.dtype)
+    try:
+        out, jv = torch.func.jvp(fn, (primal.clone(),), (tangent,))
+        return out, jv, "jvp"
+    except NotImplementedError:
+        pass
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "The model has an op without forward-mode AD (e.g. grid_sample), and the double-backward fallback needs "
+            "autograd, but this was called under `torch.inference_mode()`; call it outside (Lightning: "
+            "`Trainer(inference_mode=False)`)."
+        )
+    with torch.enable_grad():
+        u = primal.detach().clone().requires_grad_(True)
+        out = fn(u)
+        w = torch.zeros_like(out, requires_grad=True)
+        (vjp,) = torch.autograd.grad(out, u, grad_outputs=w, create_graph=True, allow_unused=True)
+        if vjp is None or not vjp.requires_grad:  # the output does not depend on the input
+            return out.detach(), torch.zeros_like(out), "double_backward"
+        (jv,) = torch.autograd.grad(vjp, w, grad_outputs=tangent, allow_unused=True)
+    return out.detach(), torch.zeros_like(out) if jv is None else jv, "double_backward"
+
+
+def _compose(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
+    def run(u: Tensor) -> Tensor:
+        for m in modules:
+            u = m(u)
+        return u
+
+    return run
+
+
+def _chain(model: nn.Module, x0: Tensor, names: Sequence[str]) -> tuple[list[tuple[str, nn.Module]], Tensor]:
+    """The chosen layers in forward order, checked to form the model's whole forward ``f_n ∘ … ∘ f_1``."""
+    named = dict(model.named_modules())
+    calls: list[tuple[str, tuple, dict, object]] = []
+
+    def hook(name: str) -> Callable:
+        def record(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            calls.append((name, args, kwargs, output))
+
+        return record
+
+    handles = [named[n].register_forward_hook(hook(n), with_kwargs=True) for n in names]
+    try:
+        y = model(x0)
+    finally:
+        for h in handles:
+            h.remove()
+    hint = (
+        "Attribution needs the layers to be the model's whole forward, one after the other (e.g. the children of an "
+        "nn.Sequential, with functional steps such as `.flatten(1)` wrapped in modules like nn.Flatten)."
+    )
+    nested = [(a, b) for a in names for b in names if a != b and b.startswith(a + ".")]
+    if nested:
+        raise ValueError(
+            f"Expected `layers` not to contain one another, but {nested[0][1]!r} is inside {nested[0][0]!r}."
+        )
+    counts = {n: sum(c[0] == n for c in calls) for n in names}
+    bad = {n: c for n, c in counts.items() if c != 1}
+    if bad:
+        raise ValueError(f"Expected each layer to run exactly once per forward, but got call counts {bad}. {hint}")
+    prev: object = x0
+    for name, args, kwargs, output in calls:
+        if kwargs or len(args) != 1 or args[0] is not prev or not isinstance(output, Tensor):
+            where = "the model's input" if prev is x0 else "the previous layer's output"
+            raise ValueError(f"The input of layer {name!r} is not {where} (or it is not one tensor). {hint}")
+        prev = output
+    if y is not prev:
+        raise ValueError(f"The model's output is not the output of the last layer {calls[-1][0]!r}. {hint}")
+    return [(c[0], named[c[0]]) for c in calls], y
+
+
+# ------------------------------------------------------------------------------------------------ the probe
+def _lie_derivative_arg_validation(
+    model: Callable, symmetry: Symmetry, generator: Optional[str], layers: Optional[Sequence[str]]
+) -> None:
+    _orbit_errors_arg_validation(model, symmetry, "auto")
+    phi, phi_out = symmetry.input_action, symmetry.output_action
+    if not isinstance(phi, ImageAction):
+        raise TypeError(
+            f"Expected the symmetry's input action to be an image action (ImageAction, VectorField), but got {phi!r}; "
+            "the Lie derivative needs the input's tangent, which eqmonitor derives for images only."
+        )
+    if not (phi_out.is_identity or isinstance(phi_out, ImageAction)):
+        raise NotImplementedError(
+            f"Lie derivatives support invariant outputs and image / vector-field outputs, but the output action is "
+            f"{phi_out!r}; use `orbit_errors` for this symmetry."
+        )
+    if generator is not None and generator not in GENERATORS:
+        raise ValueError(f"Expected `generator` to be one of {GENERATORS} or None, but got {generator!r}.")
+    if layers is not None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Per-layer attribution needs an nn.Module (hooks), but got {type(model).__name__}.")
+        if isinstance(layers, str) or not all(isinstance(n, str) for n in layers) or len(layers) == 0:
+            raise ValueError(f"Expected `layers` to be a non-empty list of module names, but got {layers!r}.")
+        named = dict(model.named_modules())
+        missing = [n for n in layers if n not in named or not n]
+        if missing:
+            raise ValueError(f"Unknown layer names {missing}; the model has {sorted(n for n in named if n)}.")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"Expected distinct layer names, but got {list(layers)}.")
+
+
+def _lie_derivative_update(
+    model: Callable, x: Tensor, symmetry: Symmetry, generator: str, layers: Optional[Sequence[str]]
+) -> dict:
+    """``L h(x)``, ``h(x)`` and, for a chain of ``layers``, each layer's contribution; runs inside :func:`isolated`."""
+    group, phi, phi_out = symmetry.group, symmetry.input_action, symmetry.output_action
+    x0 = phi.prepare(group, x)
+    tau0 = phi.prepare(
+        group, image_tangent(x, generator, padding=phi.padding, vector_field=isinstance(phi, VectorField))
+    )
+    y, jv, method = _jvp(model, x0, tau0)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"The model returned a {type(y).__name__}; wrap it so that it returns the tensor to check.")
+    phi_out.check(group, y, "output")
+    derivative = _mask_output(symmetry, jv.to(_F64) - _output_tangent(symmetry, generator, y))
+    state = {"derivative": derivative, "output": phi_out.prepare(group, y.to(_F64)), "method": method}
+    contributions, local = {}, {}
+    if layers is not None:
+        chain, _ = _chain(model, x0, layers)
+        u, tau_in, steps = x0, tau0, []
+        for i, (name, module) in enumerate(chain):
+            out, jt, m = _jvp(module, u, tau_in)
+            last = i == len(chain) - 1
+            tau_out = (
+                _output_tangent(symmetry, generator, out)
+                if last
+                else _feature_tangent(out, x.shape[1:], generator, phi.padding, name)
+            )
+            own = jt.to(_F64) - tau_out
+            local[name] = own.flatten(1).norm(dim=1) / (out.to(_F64).flatten(1).norm(dim=1) + EPS)
+            steps.append((name, out, own))
+            u, tau_in, method = out, tau_out, m if m != "jvp" else method
+        for i, (name, out, own) in enumerate(steps):
+            suffix = [module for _, module in chain[i + 1 :]]
+            c = _jvp(_compose(suffix), out, own)[1].to(_F64) if suffix else own
+            contributions[name] = _mask_output(symmetry, c)
+        state["method"] = method
+    state["contributions"], state["local"] = contributions, local
+    return state
+
+
+def _lie_derivative_compute(state: dict, generator: str, symmetry: Symmetry) -> LieDerivative:
+    norm = state["output"].flatten(1).norm(dim=1)
+    return LieDerivative(
+        total=state["derivative"].flatten(1).norm(dim=1) / (norm + EPS),
+        derivative=state["derivative"],
+        output_norm=norm,
+        generator=generator,
+        contributions=state["contributions"],
+        local=state["local"],
+        method=state["method"],
+        symmetry=symmetry.name,
+    )
+
+
+def lie_derivative(
+    model: Callable,
+    x: Tensor,
+    symmetry: Symmetry,
+    *,
+    generator: Optional[str] = None,
+    layers: Optional[Sequence[str]] = None,
+    validate_args: bool = True,
+) -> LieDerivative:
+    """The Lie derivative ``L h(x) = J_h(x) τ_φ(x) − τ_φ̃(h(x))`` of ``model`` at image inputs ``x [N, ..., H, W]``.
+
+    .. math:: L h(x) = \\frac{d}{dt}\\Big|_{t=0} φ̃\\big(g_t^{-1}, h(φ(g_t, x))\\big),
+        \\qquad \\text{total} = \\frac{\\lVert L h(x) \\rVert_2}{\\lVert h(x) \\rVert_2}
+
+    The input tangent ``τ_φ(x)`` is analytic (central-difference image gradient times the generator's vector field;
+    see the module docstring), masked like the input action masks images; ``h`` is pushed forward with
+    ``torch.func.jvp``. With ``layers``, the derivative is split by the chain rule into per-layer contributions
+    ``J_{f_n∘…∘f_{m+1}} L_m`` that sum to it (the layers must be the model's whole forward, in order).
+
+    Args:
+        model: an ``nn.Module`` (or a callable; attribution needs a module), left exactly as found.
+        x: ``[N, ..., H, W]`` images in the model's dtype (moved to its device).
+        symmetry: a symmetry whose input action is an :class:`~eqmonitor.actions.ImageAction` (or
+            :class:`~eqmonitor.actions.VectorField`) and whose output action is invariant or an image action (image
+            outputs move in their own pixel units, as the output action moves them in :func:`orbit_errors`).
+        generator: ``"rotation"`` (per radian), ``"translation_x"`` / ``"translation_y"`` (per pixel) or ``"scale"``
+            (per unit of log-scale); default from the group: SO2, ``C_n``, ``D_n`` → rotation, translations →
+            ``translation_x``, ``Scale`` → scale. It need not belong to the symmetry's group.
+        layers: module names forming the model's forward chain (e.g. the children of an ``nn.Sequential``); ``None``
+            skips attribution.
+        validate_args: check arguments and tensors.
+
+    Returns:
+        :class:`LieDerivative` (``total [N]``, ``derivative [N, ...]`` float64, ``contributions``).
+
+    Raises:
+        TypeError: non-image input action, ``x`` not a tensor or not in the model's dtype, a non-tensor output.
+        ValueError: unknown generator or layer names; layers that are not the model's forward chain; bad ``x``.
+        NotImplementedError: an output action other than invariant or image (e.g. points, boxes).
+        RuntimeError: a layer output whose tangent cannot be derived; an output the output action cannot act on.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> import eqmonitor as eqm
+        >>> sym = eqm.Symmetry.from_spec(group="translation", input_kwargs={"padding": "circular"})
+        >>> conv = nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular", dtype=torch.float64)
+        >>> model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> res = lie_derivative(model, torch.randn(2, 1, 16, 16, dtype=torch.float64), sym, layers=["0", "1", "2"])
+        >>> res.generator, bool(res.total.max() < 1e-12), res.names
+        ('translation_x', True, ['0', '1', '2'])
+    """
+    if validate_args:
+        _lie_derivative_arg_validation(model, symmetry, generator, layers)
+        x, _, _ = _orbit_errors_tensor_validation(model, x, symmetry, symmetry.group.identity(), None)
+    else:
+        x = x.to(model_device(model, x.device))
+    generator = _default_generator(symmetry.group) if generator is None else generator
+    with isolated(model):
+        state = _lie_derivative_update(model, x, symmetry, generator, layers)
+    return _lie_derivative_compute(state, generator, symmetry)
