@@ -24,9 +24,6 @@ class Action(ABC):
     Subclasses implement :meth:`__call__` and, where the action cannot act on every tensor, :meth:`check`.
     """
 
-    #: whether the action only moves and copies values (no interpolation) for every element
-    exact: bool = True
-
     @abstractmethod
     def __call__(self, group: Group, elements: Tensor, x: Tensor) -> Tensor:
         """Apply ``elements [B, p]`` to ``x [B, ...]`` row by row; returns a tensor shaped like ``x``."""

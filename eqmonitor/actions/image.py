@@ -211,8 +211,6 @@ class ImageAction(Action):
             images and circular convolutions, bilinear only).
     """
 
-    exact = False
-
     def __init__(self, mask: Optional[str] = "auto", interpolation: str = "bilinear", padding: str = "zeros") -> None:
         if mask not in _MASKS:
             raise ValueError(f"Expected `mask` to be one of {_MASKS}, but got {mask!r}.")

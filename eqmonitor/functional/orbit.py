@@ -159,11 +159,11 @@ def _orbit_errors_update(
     order_t = torch.tensor(order, dtype=torch.long, device=x.device)
     ex_in = [bool(exact_in[i]) for i in order]
 
-    def step_input(start: int, stop: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def step_input(start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
         idx = torch.arange(start, stop, device=x.device) % (n * k)
         ks, rows = order_t.index_select(0, idx // n), idx % n
         hint = _exact_hint(ex_in, start // n, (stop - 1) // n) if stop <= n * k else None
-        return phi.apply(group, plan_in, ks, x0.index_select(0, rows), hint), ks, rows, idx
+        return phi.apply(group, plan_in, ks, x0.index_select(0, rows), hint), ks, rows
 
     key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, repr(group), repr(phi))
     chunk = resolve_chunk_size(model, max_batch, key, lambda size: model(step_input(0, size)[0]), n * k, x.device)
@@ -182,7 +182,7 @@ def _orbit_errors_update(
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
-        xt, ks, rows, _ = step_input(start, stop)
+        xt, ks, rows = step_input(start, stop)
         actual = phi_out.prepare(group, model(xt).to(_F64))
         if actual.shape[1:] != y0.shape[1:]:
             raise RuntimeError(
