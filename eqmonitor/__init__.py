@@ -8,8 +8,25 @@ from eqmonitor.symmetry import Symmetry
 
 __version__ = "0.1.0"
 
+_LAZY = {  # shells that import lightning / torchmetrics: loaded on first use so `import eqmonitor` stays light
+    "EquivarianceMonitor": "eqmonitor.callbacks",
+    "EquivarianceGuard": "eqmonitor.callbacks",
+    "EquivarianceBreachError": "eqmonitor.callbacks",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eqmonitor' has no attribute {name!r}")
+
 __all__ = [
     "AuditReport",
+    "EquivarianceBreachError",
+    "EquivarianceGuard",
+    "EquivarianceMonitor",
     "GradientErrors",
     "LayerErrors",
     "OrbitErrors",
