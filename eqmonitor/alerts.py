@@ -130,8 +130,12 @@ class DriftTracker:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"init": dict(self.init), "best": dict(self.best), "streaks": dict(self.streaks),
-                "last_alert": dict(self.last_alert)}
+        return {
+            "init": dict(self.init),
+            "best": dict(self.best),
+            "streaks": dict(self.streaks),
+            "last_alert": dict(self.last_alert),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("init", "best", "streaks", "last_alert"):

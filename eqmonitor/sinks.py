@@ -57,7 +57,9 @@ def log_images(loggers: Iterable[Any], images: dict[str, np.ndarray], step: int)
             logger.experiment.log(payload)
 
 
-def send_alert(loggers: Iterable[Any], title: str, text: str, level: str = "WARN", wait_duration: float = 300.0) -> None:
+def send_alert(
+    loggers: Iterable[Any], title: str, text: str, level: str = "WARN", wait_duration: float = 300.0
+) -> None:
     """``wandb.alert`` through every W&B logger (call on rank 0). The caller mirrors it as a warning and a log line."""
     for logger in loggers:
         if _is_wandb(logger):

@@ -31,7 +31,8 @@ class EquivarianceGuard(Callback):
     The guard reads ``trainer.callback_metrics`` (where :class:`~eqmonitor.callbacks.EquivarianceMonitor` and
     ``self.log`` put values) right after each monitor check and at the end of each training epoch. A key breaches when
     its value is above its threshold, or, with ``check_finite``, when the value is NaN/Inf or the monitor reports
-    non-finite model outputs for that symmetry (``equivariance/<name>/nonfinite`` > 0: NaN is never averaged away). After
+    non-finite model outputs for that symmetry (``equivariance/<name>/nonfinite`` > 0: NaN is never averaged away).
+    After
     ``patience`` consecutive breaching checks the guard acts:
 
     - ``"warn"``: a Python warning and a log line;
@@ -113,9 +114,13 @@ class EquivarianceGuard(Callback):
         return self._generate_state_key(monitor=sorted(self.thresholds), on_breach=self.on_breach)
 
     # ------------------------------------------------------------------ hooks
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._has_monitor(trainer):  # with a monitor, it calls `evaluate` right after each check
-            self.evaluate(trainer, from_monitor=False)
+            self.evaluate(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._has_monitor(trainer):
+            self.evaluate(trainer)
 
     @staticmethod
     def _has_monitor(trainer: Trainer) -> bool:
@@ -123,11 +128,14 @@ class EquivarianceGuard(Callback):
 
         return any(isinstance(cb, EquivarianceMonitor) for cb in trainer.callbacks)
 
-    def evaluate(self, trainer: Trainer, report: Optional[str] = None, from_monitor: bool = True) -> None:
+    def evaluate(self, trainer: Trainer, report: Optional[str] = None, checked: Optional[list[str]] = None) -> None:
         """Judge the watched keys at the current step (once per step; every rank must call it, as hooks do).
 
         :class:`~eqmonitor.callbacks.EquivarianceMonitor` calls this after each check (so values are never judged
-        twice or stale); without a monitor the guard judges ``self.log``-ged keys at the end of each epoch."""
+        twice or stale); without a monitor the guard judges ``self.log``-ged keys after validation and at the end of
+        each training epoch, once per global step (like ``EarlyStopping``, a key logged in the module's own
+        ``on_train_epoch_end`` is judged at the next check). ``checked``: the symmetries the monitor just measured;
+        with ``strict``, a watched key in one of their namespaces that was not logged is an error (a typo)."""
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         step = trainer.global_step
@@ -138,8 +146,9 @@ class EquivarianceGuard(Callback):
             self.report_text = report
         metrics = trainer.callback_metrics
         present = {k: metrics[k] for k in self.thresholds if k in metrics}
-        if self.strict and from_monitor and len(present) < len(self.thresholds):
-            missing = sorted(set(self.thresholds) - set(present))
+        namespaces = tuple(f"equivariance/{name}/" for name in checked or ())
+        missing = sorted(k for k in self.thresholds if k not in present and k.startswith(namespaces))
+        if self.strict and missing:
             raise ValueError(
                 f"EquivarianceGuard watches {missing}, which nothing logged; logged keys are "
                 f"{sorted(k for k in metrics if k.startswith('equivariance/'))}. Fix the key or pass `strict=False`."

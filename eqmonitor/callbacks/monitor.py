@@ -36,6 +36,7 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "cross_entropy": lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="sum"),
     "mse": lambda out, y: torch.nn.functional.mse_loss(out, y, reduction="sum"),
 }
+INFERENCE_SKIP = "Gradient tests skipped under inference mode: use `Trainer(inference_mode=False)`."
 _SUMMARY_FIELDS = ("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref")
 
 
@@ -49,7 +50,9 @@ def resolve_symmetries(symmetries: Union[Symmetry, dict, list]) -> list[Symmetry
         elif isinstance(item, dict):
             out.append(Symmetry.from_spec(**item))
         else:
-            raise TypeError(f"Expected a Symmetry or a dict of `Symmetry.from_spec` arguments, got {type(item).__name__}.")
+            raise TypeError(
+                f"Expected a Symmetry or a dict of `Symmetry.from_spec` arguments, got {type(item).__name__}."
+            )
     if not out:
         raise ValueError("`symmetries` is empty: give at least one symmetry to monitor.")
     names = [s.name for s in out]
@@ -113,7 +116,8 @@ class EquivarianceMonitor(Callback):
         layer_samples: samples used by the layer-wise and gradient tests (they are costlier than the orbit probe).
         plots: log NERO images.
         max_batch: ``"auto"`` or the largest (sample × element) batch per forward.
-        drift_factor, drift_patience, drift_min, alert_wait: regression alerts (see :class:`~eqmonitor.alerts.DriftTracker`).
+        drift_factor, drift_patience, drift_min, alert_wait: regression alerts (``factor``, ``patience``,
+            ``min_value``, ``wait_duration`` of :class:`~eqmonitor.alerts.DriftTracker`).
         alert_keys: scalars whose drift alerts (names without the namespace, e.g. ``"error_mean"``).
         records: write ``records.jsonl`` and the orbit matrices.
         records_dir: where (default ``<trainer.log_dir or default_root_dir>/eqmonitor``).
@@ -192,6 +196,7 @@ class EquivarianceMonitor(Callback):
         self._writer: Any = None
         self._executor: Optional[ThreadPoolExecutor] = None
         self._pending: list[Future] = []
+        self._warned_inference = False
         self._overlay: dict[str, list[tuple[int, OrbitErrors]]] = {}
 
     @property
@@ -269,7 +274,9 @@ class EquivarianceMonitor(Callback):
         if self.check_at_start and not self._skip(trainer) and self._last_step is None and trainer.global_step == 0:
             self._check(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
         n = self.every_n_train_steps
         step = trainer.global_step
         if n and not self._skip(trainer) and step > 0 and step % n == 0 and step != self._last_step:
@@ -320,7 +327,7 @@ class EquivarianceMonitor(Callback):
 
         for cb in trainer.callbacks:
             if isinstance(cb, EquivarianceGuard):
-                cb.evaluate(trainer, report="\n".join(reports))
+                cb.evaluate(trainer, report="\n".join(reports), checked=[s.name for s in self.symmetries])
 
     def _measure(self, trainer: Trainer, model: LightningModule, sym: Symmetry) -> tuple[dict, dict]:
         probe, elements = self.probe, self._elements[sym.name]
@@ -340,11 +347,15 @@ class EquivarianceMonitor(Callback):
             parts["extra_scalars"].update({f"{ns}/layer/{n}": v for n, v in parts["layer_values"].items()})
         if self.gradients:
             if torch.is_inference_mode_enabled():
-                warnings.warn("Gradient tests skipped under inference mode: use `Trainer(inference_mode=False)`.")
+                if not self._warned_inference:
+                    self._warned_inference = True
+                    warnings.warn(INFERENCE_SKIP, stacklevel=2)
             else:
                 grads = gradient_errors(model, sub_x, sym, sub_el, self.loss_fn, sub_y)
                 names = sorted(grads.params)
-                stacked = torch.stack([grads.input.double().nanmean()] + [grads.params[n].double().nanmean() for n in names])
+                stacked = torch.stack(
+                    [grads.input.double().nanmean()] + [grads.params[n].double().nanmean() for n in names]
+                )
                 values = _gather_mean(trainer, stacked)
                 parts["gradients"] = grads
                 parts["extra_scalars"][f"{ns}/grad_input"] = values[0]
@@ -381,7 +392,12 @@ class EquivarianceMonitor(Callback):
         if parts.get("gradients") is not None:
             record["gradients"] = {k: v for k, v in parts["extra_scalars"].items() if "/grad_" in k}
         orbit: OrbitErrors = parts["orbit"]
-        arrays = {"errors": orbit.errors, "nonfinite": orbit.nonfinite, "elements": orbit.elements, "exact": orbit.exact}
+        arrays = {
+            "errors": orbit.errors,
+            "nonfinite": orbit.nonfinite,
+            "elements": orbit.elements,
+            "exact": orbit.exact,
+        }
         self._writer.append(record, {k: v.detach().cpu() for k, v in arrays.items()})
 
     def _submit_images(self, trainer: Trainer, sym: Symmetry, parts: dict, step: int) -> None:
@@ -392,8 +408,11 @@ class EquivarianceMonitor(Callback):
         overlay.append((step, orbit))
         del overlay[:-6]
         layers = parts.get("layers")
-        layers = None if layers is None else dataclasses.replace(layers, cumulative=layers.cumulative.cpu(),
-                                                                   isolated=layers.isolated.cpu())
+        layers = (
+            None
+            if layers is None
+            else dataclasses.replace(layers, cumulative=layers.cumulative.cpu(), isolated=layers.isolated.cpu())
+        )
         loggers = list(trainer.loggers)
         self._pending = [f for f in self._pending if not f.done()]
         self._pending.append(self._executor.submit(_render_and_log, loggers, sym.name, list(overlay), layers, step))
@@ -412,7 +431,8 @@ class EquivarianceMonitor(Callback):
         if state_dict.get("seed", self.seed) != self.seed:
             warnings.warn(
                 f"EquivarianceMonitor: the checkpoint's probe seed {state_dict['seed']} differs from this monitor's "
-                f"{self.seed}; the resumed curves use a different probe set."
+                f"{self.seed}; the resumed curves use a different probe set.",
+                stacklevel=2,
             )
         for name, entries in state_dict.get("history", {}).items():
             self.history[name] = list(entries)

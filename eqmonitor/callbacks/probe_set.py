@@ -39,7 +39,9 @@ def _pick(batch: Any, selector: Selector, keys: Sequence[str], what: str, requir
         try:
             value = batch[selector]
         except (KeyError, IndexError, TypeError) as err:
-            raise ValueError(f"Cannot select the {what} with {selector!r} from a batch of type {type(batch).__name__}.") from err
+            raise ValueError(
+                f"Cannot select the {what} with {selector!r} from a batch of type {type(batch).__name__}."
+            ) from err
         if not isinstance(value, Tensor):
             raise TypeError(f"The {what} selected with {selector!r} is a {type(value).__name__}, not a tensor.")
         return value
@@ -122,7 +124,9 @@ def probe_from_loader(
             size = None
         if size is not None:
             idx = draw_indices(size, n, seed, rank, world_size)
-            x, labels = select_input(collate_indices(dataset, idx, getattr(loader, "collate_fn", None)), input_key, label_key)
+            x, labels = select_input(
+                collate_indices(dataset, idx, getattr(loader, "collate_fn", None)), input_key, label_key
+            )
             return ProbeSet(x.detach().clone(), None if labels is None else labels.detach().clone(), idx)
     xs, ys = [], []
     with torch.random.fork_rng(devices=[]):
@@ -142,7 +146,13 @@ def probe_from_loader(
 
 
 def probe_from_data(
-    data: Any, n: int, seed: int, rank: int = 0, world_size: int = 1, input_key: Selector = None, label_key: Selector = None
+    data: Any,
+    n: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    input_key: Selector = None,
+    label_key: Selector = None,
 ) -> ProbeSet:
     """Probe set from what the user passed as ``probe_data``: a tensor, an ``(x, y)`` pair, a dataset or a loader."""
     if isinstance(data, Tensor) or (isinstance(data, (tuple, list, dict)) and _is_batch(data)):
@@ -157,7 +167,8 @@ def probe_from_data(
         x, labels = select_input(collate_indices(data, idx, None), input_key, label_key)
         return ProbeSet(x.detach().clone(), None if labels is None else labels.detach().clone(), idx)
     raise TypeError(
-        f"`probe_data` must be a tensor, an (x, y) pair, a dict batch, a Dataset or a DataLoader; got {type(data).__name__}."
+        "`probe_data` must be a tensor, an (x, y) pair, a dict batch, a Dataset or a DataLoader; "
+        f"got {type(data).__name__}."
     )
 
 

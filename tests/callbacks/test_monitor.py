@@ -51,7 +51,9 @@ def test_logs_every_key_on_schedule(fit):
     assert "equivariance/c4/grad_input" in metrics
     assert "equivariance/c4/grad_param/net.head.weight" in metrics
     # the logged mean is the probe's mean: re-measure the final model on the same probe
-    res = eqm.functional.orbit_errors(model, mon.probe.x, mon.symmetries[0], mon._elements["c4"], labels=mon.probe.labels)
+    res = eqm.functional.orbit_errors(
+        model, mon.probe.x, mon.symmetries[0], mon._elements["c4"], labels=mon.probe.labels
+    )
     assert float(metrics["equivariance/c4/error_mean"]) == pytest.approx(float(res.mean()), rel=1e-5)
     assert 0.05 < float(res.mean()) < 2  # a plain CNN is not C4-invariant
 
@@ -178,13 +180,25 @@ def test_no_validation_data_asks_for_probe_data(fit, tmp_path):
 
     x, y = load_digits()
     train = DataLoader(torch.utils.data.TensorDataset(x[:128], y[:128]), batch_size=32)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        default_root_dir=str(tmp_path), callbacks=[monitor()])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[monitor()],
+    )
     with pytest.raises(ValueError, match="probe_data"):
         trainer.fit(DigitsClassifier(), train)
     mon = monitor(probe_data=(x[1500:], y[1500:]))
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        default_root_dir=str(tmp_path), callbacks=[mon])
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[mon],
+    )
     trainer.fit(DigitsClassifier(), train)
     assert len(mon.history["c4"]) == 2
 
