@@ -282,11 +282,19 @@ class EquivarianceMonitor(Callback):
         if n and not self._skip(trainer) and step > 0 and step % n == 0 and step != self._last_step:
             self._check(trainer, pl_module)
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _epoch_due(self, trainer: Trainer) -> bool:
         n = self.every_n_epochs
-        if n and not self._skip(trainer) and (trainer.current_epoch + 1) % n == 0:
-            if trainer.global_step != self._last_step:
-                self._check(trainer, pl_module)
+        return bool(n) and not self._skip(trainer) and (trainer.current_epoch + 1) % n == 0
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The epoch's check runs after its last validation, before ``ModelCheckpoint`` (always ordered last) saves,
+        so a checkpoint holds the check of its own step and a resumed run neither repeats nor loses one."""
+        if trainer.is_last_batch and self._epoch_due(trainer) and trainer.global_step != self._last_step:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._epoch_due(trainer) and trainer.global_step != self._last_step:  # epochs without validation
+            self._check(trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._drain()

@@ -230,3 +230,19 @@ def test_lightning_cli_config_parses():
     assert isinstance(monitors[0].symmetries[1].group, eqm.groups.SO2)
     assert monitors[0].layerwise and monitors[0].gradients
     assert guards[0].thresholds == {"equivariance/c4/error_mean": 0.9} and guards[0].on_breach == "stop"
+
+
+def test_gradient_tests_run_with_the_default_trainer_and_skip_under_inference_mode(fit):
+    """Lightning 2.6 calls ``on_validation_end`` outside the loop's inference mode, so the default ``Trainer`` gets
+    gradient tests; a check that does run under inference mode skips them with one warning naming the fix."""
+    mon = monitor(gradients=True)
+    trainer, model, _ = fit([mon], inference_mode=True)
+    assert "equivariance/c4/grad_input" in trainer.callback_metrics
+    trainer.callback_metrics.clear()
+    with pytest.warns(UserWarning, match=r"inference_mode=False") as caught, torch.inference_mode():
+        mon._last_step = None
+        mon._check(trainer, model)
+        mon._check(trainer, model)
+    assert sum("Gradient tests skipped" in str(w.message) for w in caught) == 1
+    assert "equivariance/c4/error_mean" in trainer.callback_metrics
+    assert not any("grad_" in k for k in trainer.callback_metrics)
