@@ -86,7 +86,8 @@ def main() -> None:
     print(f"fit with monitor      {b:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in with_)}; {checks} checks each)")
     print(f"monitor hooks         {h:7.2f} s   on the training thread")
     wall_share, hook_share = (b - a) / b, h / b
-    print(f"wall share {wall_share:6.1%}   hook share {hook_share:6.1%}   (target <= 3%: {'PASS' if hook_share <= 0.03 else 'MISS'})")
+    verdict = "PASS" if hook_share <= 0.03 else "MISS"
+    print(f"wall share {wall_share:6.1%}   hook share {hook_share:6.1%}   (target <= 3%: {verdict})")
 
 
 if __name__ == "__main__":
