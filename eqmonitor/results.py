@@ -137,6 +137,7 @@ class LayerErrors:
             single tensor input or no derivable action).
         elements, exact: the elements ``[K, p]`` and which are exact ``bool [K]``.
         tolerance: the isolated error above which a layer fails; ``first_failing``: the first such layer, or None.
+        mode: ``"eval"`` or ``"train"``, the mode the model was probed in.
     """
 
     names: list
@@ -149,6 +150,7 @@ class LayerErrors:
     first_failing: Optional[str]
     symmetry: str
     dtype: torch.dtype
+    mode: str = "eval"
 
     @classmethod
     def build(cls, **kw) -> "LayerErrors":

@@ -2,13 +2,21 @@
 
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
 from eqmonitor.functional.gradients import gradient_errors
-from eqmonitor.functional.layerwise import feature_action, layer_errors
+from eqmonitor.functional.layerwise import (
+    FeatureAdapter,
+    TokenGridAction,
+    feature_action,
+    layer_errors,
+    register_feature_adapter,
+)
 from eqmonitor.functional.lie import LieDerivative, image_tangent, lie_derivative
 from eqmonitor.functional.orbit import noise_floor, orbit_errors
 
 __all__ = [
     "DISTANCES",
+    "FeatureAdapter",
     "LieDerivative",
+    "TokenGridAction",
     "feature_action",
     "gradient_errors",
     "image_tangent",
@@ -16,5 +24,6 @@ __all__ = [
     "lie_derivative",
     "noise_floor",
     "orbit_errors",
+    "register_feature_adapter",
     "resolve_distance",
 ]

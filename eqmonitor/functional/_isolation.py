@@ -3,6 +3,11 @@
 Inside :func:`isolated`, every module is in eval mode, gradients are off (unless asked for), TF32 and autocast are
 off, and the global RNG streams (CPU and the model's CUDA device) are forked. On exit, each module's own ``training``
 flag, the precision settings and the RNG states are restored exactly as found (never a bare ``.train()``).
+
+``train=True`` runs the probe in train mode instead (normalisation layers use batch statistics): every module is
+put in train mode except dropouts and attention (a random mask is not a symmetry bug), and every buffer (BatchNorm
+running statistics, ``num_batches_tracked``) is snapshotted before and restored bit-exactly after, as the same tensor
+object.
 """
 
 from __future__ import annotations
@@ -58,12 +63,41 @@ def _strict_precision() -> Callable[[], None]:
     return restore
 
 
+#: modules kept in eval mode by ``train=True``: their train mode only draws random masks (dropout, and the attention
+#: dropout of ``nn.MultiheadAttention``)
+_NEVER_TRAIN = (nn.modules.dropout._DropoutNd, nn.MultiheadAttention)
+
+
+def _snapshot_buffers(modules: list) -> Callable[[], None]:
+    """Copy every buffer of ``modules``; return a function that puts back the same tensors with the same values."""
+    saved = [
+        (m, dict(m._buffers), {k: b.detach().clone() for k, b in m._buffers.items() if b is not None}) for m in modules
+    ]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for m, objects, values in saved:
+                m._buffers.clear()
+                m._buffers.update(objects)
+                for k, v in values.items():
+                    objects[k].copy_(v)
+
+    return restore
+
+
 @contextmanager
-def isolated(model: Callable, *, grad: bool = False, eval_mode: bool = True) -> Iterator[None]:
-    """Context in which probing ``model`` leaves no trace: see the module docstring."""
+def isolated(model: Callable, *, grad: bool = False, eval_mode: bool = True, train: bool = False) -> Iterator[None]:
+    """Context in which probing ``model`` leaves no trace: see the module docstring.
+
+    Args:
+        grad: keep autograd on (gradient tests).
+        eval_mode: put every module in eval mode (the default).
+        train: put every module but dropouts and attention in train mode instead, buffers restored on exit.
+    """
     device = model_device(model)
     modules = list(model.modules()) if isinstance(model, nn.Module) else []
     flags = [m.training for m in modules]
+    restore_buffers = _snapshot_buffers(modules) if train else None
     restore_precision = _strict_precision()
     try:
         with ExitStack() as stack:
@@ -71,11 +105,13 @@ def isolated(model: Callable, *, grad: bool = False, eval_mode: bool = True) -> 
             if device.type in ("cpu", "cuda"):
                 stack.enter_context(torch.autocast(device.type, enabled=False))
             stack.enter_context(torch.set_grad_enabled(grad))
-            if eval_mode:
+            if train or eval_mode:
                 for m in modules:
-                    m.training = False
+                    m.training = train and not isinstance(m, _NEVER_TRAIN)
             yield
     finally:
         for m, flag in zip(modules, flags):
             m.training = flag
+        if restore_buffers is not None:
+            restore_buffers()
         restore_precision()

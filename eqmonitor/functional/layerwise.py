@@ -6,21 +6,41 @@ Forward hooks capture each chosen layer's input ``u`` and output at ``x`` and at
 - *isolated* error: ``d(m(ρ_in(g) · u), ρ_m(g) · m(u))``: the layer alone, on its actual input at ``x``; the first
   layer (in forward order) whose isolated error is above the dtype's tolerance is the culprit.
 
-``ρ_m``, the action on a feature, is derived from the input action: for image inputs, feature maps ``[B, C, h, w]``
-with ``h, w > 1`` move like the image at their own resolution (shifts scaled by ``w / W``, ``h / H``; quarter turns
-and flips stay exact), pooled or flattened features (``[B, D]``, ``[B, C, 1, 1]``) are invariant; features shaped
-like the input use the input action. Anything else is skipped unless the caller names an action for that layer.
+``ρ_m``, the action on a feature, comes from (first match wins):
+
+1. the caller's override for that layer (``feature_actions={"name": action | "invariant" | "skip"}``);
+2. a registered *feature adapter* (below) that recognises the module, e.g. an e3nn module with ``irreps_out``;
+3. the producer of the layer's input: a layer whose input is the output of an adapted layer has that layer's action
+   on its input and, if its output has the same shape, on its output (an activation between two e3nn layers); a
+   layer that returns an adapted layer's output tensor itself (an unwrapping step) has its action;
+4. the input action at the feature's resolution (:func:`~eqmonitor.functional._features.feature_action`): image
+   maps, ViT-style token grids, invariant pooled features; anything else is skipped.
+
+**Adapter protocol.** Libraries whose modules declare their representations (e3nn's ``irreps_in`` / ``irreps_out``,
+escnn's ``in_type`` / ``out_type``) plug in with ``register_feature_adapter(fn)``: ``fn(module, symmetry)`` returns a
+:class:`FeatureAdapter` for modules it knows, ``None`` for the rest (the first non-``None`` answer wins, in
+registration order). An adapter gives ``output_action`` (on the module's output tensor), optionally
+``input_action`` (on its input tensor, for the isolated test; ``None``: the producer's action, else no isolated
+test), the ``group`` the actions read the elements with (``None``: the symmetry's group), and ``wrap`` / ``unwrap``
+between tensors and what the module takes and returns (e.g. escnn's ``GeometricTensor``): hooks record
+``unwrap(output)`` and ``unwrap(input)``, and the isolated test calls ``unwrap(module(wrap(ρ_in(g) · u)))``. Adapted
+modules are atomic blocks for the default layer selection (their children are not measured apart). Importing
+:mod:`eqmonitor.integrations.e3nn` registers the e3nn adapter.
+
+``mode="train"`` probes the model in train mode (normalisation layers use the batch statistics of each chunk of
+``max_batch`` transformed samples, the reference those of ``x``), dropout and attention dropout off, buffers restored.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from eqmonitor.actions.base import Action, Invariant
-from eqmonitor.actions.image import ImageAction
+from eqmonitor.functional._features import TokenGridAction, feature_action, token_grid
 from eqmonitor.functional._isolation import isolated, model_dtype
 from eqmonitor.functional.distances import relative
 from eqmonitor.functional.orbit import _exact_hint, _orbit_errors_arg_validation, _orbit_errors_tensor_validation
@@ -29,58 +49,84 @@ from eqmonitor.report import default_tolerance
 from eqmonitor.results import LayerErrors
 from eqmonitor.symmetry import Symmetry
 
-__all__ = ["feature_action", "layer_errors"]
+__all__ = [
+    "FeatureAdapter",
+    "TokenGridAction",
+    "feature_action",
+    "layer_errors",
+    "register_feature_adapter",
+    "token_grid",
+]
 
 _F64 = torch.float64
+_MODES = ("eval", "train")
 _SKIPPED_TYPES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+#: blocks measured whole by default: their submodules are not all called as modules (attention, fast paths)
+_ATOMIC_TYPES = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
 LayerSpec = Union[None, Sequence[str], Callable[[str, nn.Module], bool]]
 
 
-class _RescaledGroup:
-    """A planar group seen at another resolution: same matrices, translations scaled by ``factor = (sx, sy)``."""
+@dataclass
+class FeatureAdapter:
+    """How a library module's features transform: see the module docstring for the protocol.
 
-    def __init__(self, base: Group, factor: tuple[float, float]) -> None:
-        self._base, self._factor = base, factor
+    Attributes:
+        output_action: acts on the module's output tensor (after ``unwrap``).
+        input_action: acts on the module's input tensor (isolated test); ``None``: derive it from the layer that
+            produced the input, or skip the isolated test.
+        group: the group the actions read the elements with; ``None``: the symmetry's group.
+        wrap: tensor -> what the module takes (e.g. an escnn ``GeometricTensor``); ``None``: the tensor itself.
+        unwrap: module output (or input) -> tensor; ``None``: it already is a tensor.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._base, name)
-
-    def translation(self, elements: Tensor) -> Tensor:
-        t = self._base.translation(elements)
-        return t * torch.tensor(self._factor, dtype=t.dtype, device=t.device)
-
-    def __repr__(self) -> str:
-        return f"{self._base!r}@{self._factor[0]:g}x{self._factor[1]:g}"
-
-
-def feature_action(
-    symmetry: Symmetry, input_shape: torch.Size, feature_shape: torch.Size, masked: bool = True
-) -> Optional[tuple[Any, Action]]:
-    """``(group, action)`` acting on features of ``feature_shape`` (per sample), or ``None`` if none can be derived.
-
-    Feature maps are masked to the inscribed disc like the input (``masked``), except when they are a layer's
-    input in the isolated test: masking there would cut what the layer reads near the disc's edge."""
-    group, phi = symmetry.group, symmetry.input_action
-    if len(feature_shape) <= 1:
-        return group, Invariant()
-    if isinstance(phi, ImageAction) and len(feature_shape) >= 3:
-        h, w = feature_shape[-2:]
-        if h == 1 and w == 1:
-            return group, Invariant()
-        big_h, big_w = input_shape[-2:]
-        factor = (w / big_w, h / big_h)
-        seen = group if factor == (1.0, 1.0) else _RescaledGroup(group, factor)
-        mask = "disc" if masked and phi.uses_mask(group) else None
-        return seen, ImageAction(mask=mask, interpolation=phi.interpolation, padding=phi.padding)
-    if tuple(feature_shape) == tuple(input_shape):
-        return group, phi
-    return None
+    output_action: Action
+    input_action: Optional[Action] = None
+    group: Optional[Group] = None
+    wrap: Optional[Callable[[Tensor], Any]] = None
+    unwrap: Optional[Callable[[Any], Tensor]] = None
 
 
-def _select_layers(model: nn.Module, layers: LayerSpec) -> dict[str, nn.Module]:
+_ADAPTERS: list[Callable[[nn.Module, Symmetry], Optional[FeatureAdapter]]] = []
+
+
+def register_feature_adapter(fn: Callable[[nn.Module, Symmetry], Optional[FeatureAdapter]]) -> None:
+    """Register ``fn(module, symmetry) -> FeatureAdapter | None`` for :func:`layer_errors` (once; later calls with
+    the same function do nothing). Adapters are asked in registration order; the first non-``None`` answer wins."""
+    if not callable(fn):
+        raise TypeError(f"Expected `fn` to be callable(module, symmetry) -> FeatureAdapter | None, got {fn!r}.")
+    if fn not in _ADAPTERS:
+        _ADAPTERS.append(fn)
+
+
+def _adapters_for(model: nn.Module, symmetry: Symmetry) -> dict[str, FeatureAdapter]:
+    out = {}
+    for name, module in model.named_modules():
+        for fn in _ADAPTERS:
+            adapter = fn(module, symmetry)
+            if adapter is not None:
+                if not isinstance(adapter, FeatureAdapter) or not isinstance(adapter.output_action, Action):
+                    raise TypeError(
+                        f"Feature adapter {fn!r} returned {adapter!r} for `{name}`; expected a FeatureAdapter with an "
+                        "Action as `output_action`, or None."
+                    )
+                out[name] = adapter
+                break
+    return out
+
+
+def _select_layers(model: nn.Module, layers: LayerSpec, adapted: dict) -> dict[str, nn.Module]:
     named = dict(model.named_modules())
     if layers is None:
-        return {n: m for n, m in named.items() if n and not list(m.children()) and not isinstance(m, _SKIPPED_TYPES)}
+        chosen, blocks = {}, []
+        for n, m in named.items():
+            if not n or any(n.startswith(b + ".") for b in blocks) or isinstance(m, _SKIPPED_TYPES):
+                continue
+            if n in adapted or isinstance(m, _ATOMIC_TYPES):
+                blocks.append(n)
+                chosen[n] = m
+            elif not list(m.children()):
+                chosen[n] = m
+        return chosen
     if callable(layers):
         return {n: m for n, m in named.items() if n and layers(n, m)}
     missing = [n for n in layers if n not in named]
@@ -90,27 +136,40 @@ def _select_layers(model: nn.Module, layers: LayerSpec) -> dict[str, nn.Module]:
 
 
 class _Recorder:
-    """Forward hooks that keep each layer's first tensor input and output of the current forward."""
+    """Forward hooks that keep each layer's first (unwrapped) tensor input and output of the current forward, and
+    which recorded layer produced each input."""
 
-    def __init__(self, modules: dict[str, nn.Module]) -> None:
-        self.inputs: dict[str, Optional[Tensor]] = {}
-        self.outputs: dict[str, Tensor] = {}
-        self.order: list[str] = []
+    def __init__(self, modules: dict[str, nn.Module], adapters: dict[str, FeatureAdapter]) -> None:
+        self.adapters = adapters
+        self.reset()
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
 
     def _hook(self, name: str) -> Callable:
+        unwrap = getattr(self.adapters.get(name), "unwrap", None) or (lambda v: v)
+
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if name in self.outputs or not isinstance(output, Tensor):
+            if name in self.outputs:
                 return  # first call only (a module reused within a forward is measured at its first use)
-            self.outputs[name] = output
-            single = len(args) == 1 and isinstance(args[0], Tensor)
-            self.inputs[name] = args[0] if single else None
+            out = unwrap(output)
+            if not isinstance(out, Tensor):
+                return
+            u = unwrap(args[0]) if len(args) == 1 else None
+            u = u if isinstance(u, Tensor) else None
+            self.outputs[name], self.inputs[name] = out, u
+            self.producer[name] = self._by_id.get(id(u)) if u is not None else None
+            self.same_as[name] = self._by_id.get(id(out))  # it returns another layer's output tensor itself
+            self._by_id.setdefault(id(out), name)  # valid while `outputs` holds the tensor
             self.order.append(name)
 
         return hook
 
     def reset(self) -> None:
-        self.inputs, self.outputs, self.order = {}, {}, []
+        self.inputs: dict[str, Optional[Tensor]] = {}
+        self.outputs: dict[str, Tensor] = {}
+        self.producer: dict[str, Optional[str]] = {}
+        self.same_as: dict[str, Optional[str]] = {}
+        self._by_id: dict[int, str] = {}
+        self.order: list[str] = []
 
     def remove(self) -> None:
         for h in self.handles:
@@ -127,6 +186,7 @@ def layer_errors(
     feature_actions: Optional[dict[str, Union[Action, str]]] = None,
     max_batch: int = 256,
     tolerance: Optional[float] = None,
+    mode: str = "eval",
     validate_args: bool = True,
 ) -> LayerErrors:
     """Cumulative and isolated errors of each chosen layer of ``model``, ``[L, N, K]`` each, and the first failing one.
@@ -134,47 +194,54 @@ def layer_errors(
     Args:
         model: an ``nn.Module`` (left exactly as found; hooks are removed even when the model raises).
         x: ``[N, ...]`` samples; ``symmetry``, ``elements``: as for :func:`~eqmonitor.functional.orbit_errors`.
-        layers: ``None`` (leaf modules but identities and dropouts), a list of module names, or ``fn(name, module)``.
-        feature_actions: per-layer overrides: an :class:`Action`, ``"invariant"`` or ``"skip"``.
-        max_batch: (sample × element) pairs per forward.
+        layers: ``None`` (leaf modules but identities and dropouts; attention blocks and modules with a feature
+            adapter whole), a list of module names, or ``fn(name, module)``.
+        feature_actions: per-layer overrides of the output action: an :class:`Action`, ``"invariant"`` or ``"skip"``
+            (they win over adapters); also the input action of a layer whose input has the output's shape.
+        max_batch: (sample × element) pairs per forward; in ``mode="train"`` these chunks are the batches whose
+            statistics normalisation layers use.
         tolerance: isolated relative error above which a layer fails; default: the top of the dtype's
             ``excellent`` band. Judged on the exact elements when there are any (interpolation is not a layer's
             fault), else on all.
+        mode: ``"eval"`` (default) or ``"train"``: every module but dropouts and attention in train mode (batch
+            statistics); buffers and flags are restored bit-exactly.
 
     Returns:
         :class:`~eqmonitor.results.LayerErrors`, in the layers' forward order.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be a torch.nn.Module (hooks need modules), got {type(model).__name__}.")
+    if mode not in _MODES:
+        raise ValueError(f"Expected `mode` to be one of {_MODES}, but got {mode!r}.")
     if validate_args:
         _orbit_errors_arg_validation(model, symmetry, max_batch)
     x, elements, _ = _orbit_errors_tensor_validation(model, x, symmetry, elements, None)
-    modules = _select_layers(model, layers)
-    overrides = feature_actions or {}
+    adapters = _adapters_for(model, symmetry) if _ADAPTERS else {}
+    modules = _select_layers(model, layers, adapters)
+    adapters = {nm: a for nm, a in adapters.items() if nm in modules}
     group, phi = symmetry.group, symmetry.input_action
     n, k = x.shape[0], elements.shape[0]
     dtype = model_dtype(model) or x.dtype
     tol = default_tolerance(dtype) if tolerance is None else tolerance
-    recorder = _Recorder(modules)
+    recorder = _Recorder(modules, adapters)
     try:
-        with isolated(model):
+        with isolated(model, train=mode == "train"):
             x0 = phi.prepare(group, x)
             model(x0)
             names = list(recorder.order)
             at_x = {nm: recorder.outputs[nm] for nm in names}
             inputs_x = {nm: recorder.inputs[nm] for nm in names}
+            acts, in_acts = _resolve_all(symmetry, x.shape[1:], names, recorder, adapters, feature_actions or {})
             recorder.reset()
-            acts = {nm: _resolve(symmetry, x.shape[1:], at_x[nm].shape[1:], overrides.get(nm)) for nm in names}
-            in_acts = {
-                nm: _resolve(symmetry, x.shape[1:], inputs_x[nm].shape[1:], overrides.get(nm), masked=False)
-                for nm in names
-                if inputs_x[nm] is not None
-            }
             cumulative = torch.full((len(names), k * n), float("nan"), dtype=_F64, device=x.device)
             isolated_e = torch.full_like(cumulative, float("nan"))
             plan_in = phi.plan(group, elements, x0.shape, x0.dtype)
             plans = {nm: a[1].plan(a[0], elements, at_x[nm].shape, _F64) for nm, a in acts.items() if a is not None}
             refs = {nm: a[1].prepare(a[0], at_x[nm].to(_F64)) for nm, a in acts.items() if a is not None}
+            plans_u = {
+                nm: a[1].plan(a[0], elements, inputs_x[nm].shape, inputs_x[nm].dtype) for nm, a in in_acts.items()
+            }
+            refs_u = {nm: a[1].prepare(a[0], inputs_x[nm]) for nm, a in in_acts.items()}
             ex = phi.exact_elements(group, elements, x0.shape).tolist()
             for start in range(0, k * n, max_batch):
                 stop = min(start + max_batch, k * n)
@@ -189,11 +256,10 @@ def layer_errors(
                     actual = a_m.prepare(g_m, recorder.outputs[nm].to(_F64))
                     expected = a_m.apply(g_m, plans[nm], ks, refs[nm].index_select(0, rows))
                     cumulative[li, start:stop] = relative(actual, expected)
-                    if in_acts.get(nm) is not None:
+                    if nm in in_acts:
                         g_i, a_i = in_acts[nm]
-                        u = inputs_x[nm].index_select(0, rows)
-                        ut = a_i(g_i, elements.index_select(0, ks), a_i.prepare(g_i, u))
-                        out = a_m.prepare(g_m, modules[nm](ut).to(_F64))
+                        ut = a_i.apply(g_i, plans_u[nm], ks, refs_u[nm].index_select(0, rows))
+                        out = a_m.prepare(g_m, _call(modules[nm], adapters.get(nm), ut).to(_F64))
                         isolated_e[li, start:stop] = relative(out, expected)
                 recorder.reset()
     finally:
@@ -209,16 +275,62 @@ def layer_errors(
         tolerance=tol,
         symmetry=symmetry.name,
         dtype=dtype,
+        mode=mode,
     )
 
 
-def _resolve(symmetry: Symmetry, input_shape, feature_shape, override, masked: bool = True) -> Optional[tuple]:
+def _call(module: nn.Module, adapter: Optional[FeatureAdapter], u: Tensor) -> Tensor:
+    """``unwrap(module(wrap(u)))`` with the adapter's wrap/unwrap (identities without one)."""
+    wrap = adapter.wrap if adapter is not None and adapter.wrap is not None else None
+    unwrap = adapter.unwrap if adapter is not None and adapter.unwrap is not None else None
+    out = module(wrap(u) if wrap else u)
+    return unwrap(out) if unwrap else out
+
+
+def _resolve_all(
+    symmetry: Symmetry, input_shape, names: list, recorder: _Recorder, adapters: dict, overrides: dict
+) -> tuple[dict, dict]:
+    """The output action of every layer (``None``: not measured) and the input action of every layer that has one
+    tensor input and a known input action, in forward order (see the module docstring for the precedence)."""
+    outs, ins, declared = {}, {}, {}
+    for nm in names:
+        out_shape, u = recorder.outputs[nm].shape[1:], recorder.inputs[nm]
+        adapter, override = adapters.get(nm), overrides.get(nm)
+        source = declared.get(recorder.producer.get(nm))  # the action of an adapted layer that produced the input
+        if override is not None:
+            outs[nm] = _override(symmetry, override)
+        elif adapter is not None:
+            outs[nm] = declared[nm] = (_group(adapter, symmetry), adapter.output_action)
+        elif declared.get(recorder.same_as.get(nm)) is not None:  # e.g. a module that unwraps an adapted output
+            outs[nm] = declared[nm] = declared[recorder.same_as[nm]]
+        elif source is not None and u is not None and u.shape[1:] == out_shape:
+            outs[nm] = declared[nm] = source
+        else:
+            outs[nm] = feature_action(symmetry, input_shape, out_shape)
+        if u is None:
+            continue
+        if override is not None and u.shape[1:] == out_shape:
+            act = outs[nm]
+        elif adapter is not None and adapter.input_action is not None:
+            act = (_group(adapter, symmetry), adapter.input_action)
+        elif adapter is not None or source is not None:
+            act = source
+        else:
+            act = feature_action(symmetry, input_shape, u.shape[1:], masked=False)
+        if act is not None:
+            ins[nm] = act
+    return outs, ins
+
+
+def _group(adapter: FeatureAdapter, symmetry: Symmetry) -> Any:
+    return symmetry.group if adapter.group is None else adapter.group
+
+
+def _override(symmetry: Symmetry, override: Union[Action, str]) -> Optional[tuple]:
     if override == "skip":
         return None
     if override == "invariant":
         return symmetry.group, Invariant()
     if isinstance(override, Action):
         return symmetry.group, override
-    if override is not None:
-        raise ValueError(f"Expected a feature action override: an Action, 'invariant' or 'skip'; got {override!r}.")
-    return feature_action(symmetry, input_shape, feature_shape, masked)
+    raise ValueError(f"Expected a feature action override: an Action, 'invariant' or 'skip'; got {override!r}.")

@@ -29,6 +29,14 @@ the generators are built in float64 (on the elements' device) and ``D`` follows 
 ``o3.Irreps(irreps).D_from_matrix(R)`` computed under ``torch.set_default_dtype(torch.float64)`` to ~1e-15. Like
 e3nn's, it goes through Euler angles, which are ill-conditioned within ~1e-8 rad of ``β = 0`` or ``π``.
 
+Layer-wise tests: importing this module registers :func:`feature_adapter` with
+:func:`~eqmonitor.functional.layerwise.register_feature_adapter` (once; nothing else to call), so that
+``layer_errors`` measures every module that declares ``irreps_out`` and ``irreps_in`` (or ``irreps_in1`` /
+``irreps_in2``) with ``IrrepsAction(irreps_out)`` on its output and, for single-input modules,
+``IrrepsAction(irreps_in)`` on its input, as one block (a ``Gate``'s inner modules are not measured apart). Plain
+torch modules between them (an activation on irreps features) inherit the action of the layer that produced their
+input.
+
 Requires e3nn: ``pip install eqmonitor[e3nn]``. Importing this module does not import e3nn; using it does.
 
 Example:
@@ -51,17 +59,18 @@ import math
 import re
 import sys
 from functools import lru_cache
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from eqmonitor.actions.base import Action, Invariant, Representation
 from eqmonitor.actions.points import Points
+from eqmonitor.functional.layerwise import FeatureAdapter, register_feature_adapter
 from eqmonitor.groups import Group, group_from_spec
 from eqmonitor.symmetry import Symmetry
 
-__all__ = ["IrrepsAction", "symmetry_for_module", "symmetry_from_irreps"]
+__all__ = ["IrrepsAction", "feature_adapter", "symmetry_for_module", "symmetry_from_irreps"]
 
 #: whether e3nn can be imported (checked without importing it)
 _E3NN_AVAILABLE: bool = importlib.util.find_spec("e3nn") is not None
@@ -374,12 +383,48 @@ def symmetry_for_module(
     return symmetry_from_irreps(module.irreps_in, module.irreps_out, group=group, name=name, error=error)
 
 
+# ==================================================================================================== layer-wise
+def feature_adapter(module: nn.Module, symmetry: Symmetry) -> Optional[FeatureAdapter]:
+    """The layer-wise :class:`~eqmonitor.functional.layerwise.FeatureAdapter` of an e3nn-style module, or ``None``.
+
+    A module with ``irreps_out`` and ``irreps_in`` (``o3.Linear``, ``nn.Gate``, ``o3.Norm`` …) or ``irreps_in1`` /
+    ``irreps_in2`` (tensor products, measured on their output only) under a group acting on 3D space gets
+    ``IrrepsAction(irreps_out)`` on its output and, with one input, ``IrrepsAction(irreps_in)`` on it (all-``0e``
+    irreps and ``None``: invariant; ``"cartesian_points"``: :class:`~eqmonitor.actions.Points`). Other modules, and
+    irreps that are not one valid spec (several outputs), get ``None``.
+
+    Example:
+        >>> from e3nn import o3
+        >>> from eqmonitor.integrations.e3nn import feature_adapter, symmetry_from_irreps
+        >>> adapter = feature_adapter(o3.Linear("1x1o", "2x0e"), symmetry_from_irreps("1x1o", "2x0e"))
+        >>> adapter.input_action, adapter.output_action
+        (IrrepsAction('1x1o'), Invariant())
+    """
+    if symmetry.group.space_dim != 3 or not hasattr(module, "irreps_out"):
+        return None
+    several = hasattr(module, "irreps_in1") or hasattr(module, "irreps_in2")
+    if not several and not hasattr(module, "irreps_in"):
+        return None
+    try:
+        output_action = _action_for(module.irreps_out, "out")
+    except (NotImplementedError, ValueError):  # several outputs, or not irreps: not an e3nn module we can measure
+        return None
+    try:
+        input_action = None if several else _action_for(module.irreps_in, "in")
+    except (NotImplementedError, ValueError):  # several inputs: the output is still measured
+        input_action = None
+    return FeatureAdapter(output_action=output_action, input_action=input_action)
+
+
+register_feature_adapter(feature_adapter)
+
+
 # ==================================================================================================== doctests
 def _skip_examples_without_e3nn() -> None:
     """Without e3nn, mark this module's examples ``+SKIP`` so that ``pytest --doctest-modules`` passes."""
     mark = re.compile(r"^(\s*>>> .*)$", re.MULTILINE)
     module = sys.modules[__name__]
-    for obj in [module, IrrepsAction, symmetry_from_irreps, symmetry_for_module]:
+    for obj in [module, IrrepsAction, symmetry_from_irreps, symmetry_for_module, feature_adapter]:
         if obj.__doc__:
             obj.__doc__ = mark.sub(r"\1  # doctest: +SKIP", obj.__doc__)
 

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import C4_SPEC
+from monitor_specs import C4_SPEC
 
 import eqmonitor as eqm
 from eqmonitor.callbacks import EquivarianceGuard, EquivarianceMonitor

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import C4_SPEC
+from monitor_specs import C4_SPEC
 from torch.utils.data import DataLoader, Dataset
 
 import eqmonitor as eqm

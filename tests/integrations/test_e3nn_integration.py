@@ -21,7 +21,7 @@ from e3nn import o3  # noqa: E402
 from e3nn.nn import Gate  # noqa: E402
 from e3nn.util.test import equivariance_error  # noqa: E402
 
-from eqmonitor import actions  # noqa: E402
+from eqmonitor import Symmetry, actions  # noqa: E402
 from eqmonitor.functional import orbit_errors  # noqa: E402
 from eqmonitor.groups import O3, SO2, SO3, Translation  # noqa: E402
 from eqmonitor.integrations import e3nn as eqm_e3nn  # noqa: E402
@@ -366,3 +366,89 @@ def test_parity_vector_vs_pseudovector(f64_default):
     # e3nn agrees: the parity case is broken, the rotation case is not
     errs = equivariance_error(identity, [x], irreps_in=["1x1o"], irreps_out=["1x1e"], ntrials=3, do_translation=False)
     assert errs[(0, False)].max() < 1e-12 and errs[(1, False)].max() > 1e-2
+
+
+# ==================================================================================================== layer-wise
+class DeclaredLinear(nn.Module):
+    """A plain torch Linear that declares irreps it does not respect (it mixes vector components freely)."""
+
+    def __init__(self, irreps) -> None:
+        super().__init__()
+        self.irreps_in = self.irreps_out = o3.Irreps(irreps)
+        self.lin = nn.Linear(self.irreps_in.dim, self.irreps_in.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class Halve(nn.Module):
+    """A plain torch module that is equivariant for any linear action: its inherited action must not blame it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x
+
+
+class E3Net(nn.Module):
+    """``o3.Linear -> Gate -> (bug) -> Halve -> tensor square -> o3.Linear``, float64, invariant + vector out."""
+
+    def __init__(self, bug: str = "none") -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.gate = Gate("4x0e", [torch.tanh], "2x0e", [torch.sigmoid], "2x1o")
+        self.lin1 = o3.Linear(IRREPS_IN, self.gate.irreps_in)
+        hidden = self.gate.irreps_out
+        self.bug = {"none": nn.Identity(), "declared": DeclaredLinear(hidden), "tanh": nn.Tanh()}[bug]
+        self.halve = Halve()
+        self.tp = o3.FullyConnectedTensorProduct(hidden, hidden, "2x0e + 2x1o")
+        self.lin2 = o3.Linear(self.tp.irreps_out, "1x0e + 1x1o")
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.halve(self.bug(self.gate(self.lin1(x))))
+        return self.lin2(self.tp(h, h))
+
+
+@pytest.fixture
+def e3_layers():
+    from eqmonitor.functional.layerwise import layer_errors
+
+    sym = symmetry_from_irreps(IRREPS_IN, "1x0e + 1x1o", group="o3", name="o3")
+    elements = O3().sample(6, torch.Generator().manual_seed(3))
+    return lambda bug: layer_errors(E3Net(bug).eval(), _x(8), sym, elements)
+
+
+def test_layer_errors_e3nn_network_has_no_failing_layer(e3_layers):
+    res = e3_layers("none")
+    # adapted modules are whole blocks (the Gate's inner modules are not measured apart); the tensor product (two
+    # inputs) is measured on its output only
+    assert res.names == ["lin1", "gate", "halve", "tp", "lin2"]
+    assert res.first_failing is None
+    assert float(res.cumulative.max()) < 1e-12
+    iso = res.isolated.flatten(1).amax(1)
+    assert float(iso.nan_to_num().max()) < 1e-12
+    assert torch.isnan(iso[res.names.index("tp")]) and not torch.isnan(iso[res.names.index("halve")])
+
+
+@pytest.mark.parametrize("bug", ["declared", "tanh"])
+def test_layer_errors_names_the_non_equivariant_layer_in_an_e3nn_network(e3_layers, bug):
+    """A plain Linear that declares irreps (adapter) and an elementwise tanh on vector irreps (no irreps of its own:
+    it inherits the Gate's output irreps) are both named."""
+    res = e3_layers(bug)
+    assert res.first_failing == "bug"
+    iso, cum = res.per_layer("isolated"), res.per_layer("cumulative")
+    assert float(iso[res.names.index("bug")]) > 1e-3  # tanh is nearly linear on these small features: 7e-3
+    assert float(cum[res.names.index("lin1")]) < 1e-12 and float(cum[res.names.index("gate")]) < 1e-12
+    assert float(cum[res.names.index("lin2")]) > 1e-3  # carried on, not caused
+    assert float(iso[res.names.index("lin2")]) < 1e-12
+    assert ("bug.lin" in res.names) is False
+
+
+def test_feature_adapter_reads_irreps():
+    sym = symmetry_from_irreps("1x1o", "1x1o", group="o3")
+    adapter = eqm_e3nn.feature_adapter(o3.Linear("1x0e + 1x1o", "1x1o"), sym)
+    assert isinstance(adapter.input_action, IrrepsAction) and adapter.output_action.irreps == o3.Irreps("1x1o")
+    tp = eqm_e3nn.feature_adapter(o3.FullyConnectedTensorProduct("1x1o", "1x1o", "1x0e"), sym)
+    assert tp.input_action is None and isinstance(tp.output_action, actions.Invariant)
+    assert eqm_e3nn.feature_adapter(nn.Linear(3, 3), sym) is None
+    planar = Symmetry.from_spec(name="c4", group="c4")  # irreps are O(3) representations: not for planar groups
+    assert eqm_e3nn.feature_adapter(o3.Linear("1x1o", "1x1o"), planar) is None

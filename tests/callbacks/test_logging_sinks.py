@@ -1,0 +1,93 @@
+"""What the monitor logs, read back from TensorBoard event files and from an offline W&B run."""
+
+from __future__ import annotations
+
+import pytest
+from logreaders import read_tensorboard, read_wandb_offline
+from monitor_specs import C4_SPEC
+
+from eqmonitor.callbacks import EquivarianceMonitor
+
+IMAGES = ("nero_aggregate", "nero_individual", "nero_dr", "layers")
+
+
+def _monitor(**kw):
+    return EquivarianceMonitor(
+        C4_SPEC, n_samples=16, layerwise=True, drift_factor=1.01, drift_min=0.0, alert_wait=0.0, **kw
+    )
+
+
+def test_tensorboard_scalars_and_images(fit, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    mon = _monitor()
+    fit([mon], logger=logger)
+    tb = read_tensorboard(logger.log_dir)
+    steps = [s for s, _ in tb["scalars"]["equivariance/c4/error_mean"]]
+    assert steps == [0, 4, 8]
+    logged = [v for _, v in tb["scalars"]["equivariance/c4/error_mean"]]
+    assert logged == pytest.approx([e["metrics"]["error_mean"] for e in mon.history["c4"]], rel=1e-6)
+    for key in ("error_max", "error_p95", "flip_rate", "exact_error", "nonfinite", "layer/net.features.0"):
+        assert f"equivariance/c4/{key}" in tb["scalars"], key
+    for name in IMAGES:
+        images = tb["images"][f"equivariance/c4/{name}"]
+        assert [s for s, _, _ in images] == [0, 4, 8], name
+        assert all(w > 100 and h > 100 for _, w, h in images)
+
+
+def test_records_written_next_to_the_logs(fit, tmp_path):
+    from eqmonitor.records import load_arrays, read_records
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    mon = _monitor()
+    fit([mon], logger=logger)
+    directory = f"{logger.log_dir}/eqmonitor"
+    records = read_records(directory)
+    assert [r["global_step"] for r in records] == [0, 4, 8]
+    assert [r["metrics"]["error_mean"] for r in records] == pytest.approx(
+        [e["metrics"]["error_mean"] for e in mon.history["c4"]]
+    )
+    assert "net.features.0" in records[-1]["layers"]
+    arrays = load_arrays(records[-1], directory)
+    assert arrays["errors"].shape == (16, 4)
+    assert float(arrays["errors"].mean()) == pytest.approx(records[-1]["metrics"]["error_mean"], rel=1e-6)
+    assert any(r["alerts"] for r in records)  # drift_factor 1.01: the rising error alerts
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        path = tmp_path / var.lower()
+        path.mkdir()
+        monkeypatch.setenv(var, str(path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    return tmp_path / "wandb_dir"
+
+
+def test_wandb_offline_scalars_images_and_alerts(fit, wandb_env, tmp_path):
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(project="eqmonitor-tests", save_dir=str(wandb_env), offline=True)
+    mon = _monitor()
+    with pytest.warns(UserWarning, match="drifted"):
+        fit([mon], logger=logger)
+    run_dir = logger.experiment.dir.rsplit("/files", 1)[0]
+    wandb.finish()
+    run = read_wandb_offline(run_dir)
+    rows = [r for r in run["history"] if "equivariance/c4/error_mean" in r]
+    assert [r["trainer/global_step"] for r in rows] == [0, 4, 8]
+    assert [r["equivariance/c4/error_mean"] for r in rows] == pytest.approx(
+        [e["metrics"]["error_mean"] for e in mon.history["c4"]], rel=1e-6
+    )
+    names = [p.rsplit("/", 1)[-1] for p in run["images"]]
+    for name in IMAGES:
+        assert sum(n.startswith(f"equivariance/c4/{name}".replace("/", "_")) or n.startswith(name) for n in names) >= 1
+    titles = {a["title"] for a in run["alerts"]}
+    assert "eqmonitor: c4 error_mean drifted from init" in titles
+    assert all("equivariance/c4/error_mean" in a["text"] for a in run["alerts"])
