@@ -67,6 +67,8 @@ def send_alert(
 
             level_enum = getattr(wandb.AlertLevel, level.upper(), wandb.AlertLevel.WARN)
             try:
-                logger.experiment.alert(title=title, text=text, level=level_enum, wait_duration=wait_duration)
+                # W&B reads a zero wait as "use the default minute" (`wait_duration or timedelta(minutes=1)`)
+                wait = max(float(wait_duration), 1e-3)
+                logger.experiment.alert(title=title, text=text, level=level_enum, wait_duration=wait)
             except Exception as err:  # an alert must never kill the run it reports on
                 log.warning("eqmonitor: could not send the W&B alert %r: %s", title, err)
