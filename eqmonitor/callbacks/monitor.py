@@ -460,7 +460,7 @@ def _render_and_log(loggers: list, name: str, overlay: list, layers: Optional[La
         f"{ns}/nero_aggregate": nero.aggregate([r for _, r in overlay], labels=[f"step {s}" for s, _ in overlay]),
         f"{ns}/nero_individual": nero.individual(latest, sample=latest.worst()[0]),
     }
-    if latest.n_samples >= 3:
+    if int((~latest.nonfinite).all(1).sum()) >= 3:  # PCA needs 3 samples with finite orbits
         figures[f"{ns}/nero_dr"] = nero.dimension_reduction(latest)
     if layers is not None:
         figures[f"{ns}/layers"] = nero.layer_table(layers)
