@@ -121,6 +121,10 @@ class EquivarianceMonitor(Callback):
         alert_keys: scalars whose drift alerts (names without the namespace, e.g. ``"error_mean"``).
         records: write ``records.jsonl`` and the orbit matrices.
         records_dir: where (default ``<trainer.log_dir or default_root_dir>/eqmonitor``).
+        max_overhead: the largest share of fit wall time the monitor may take (its hooks plus figure rendering): a
+            scheduled check is deferred to the next due one while the monitor is over budget (logged once; the
+            decision is rank 0's, broadcast, so ranks never diverge). The check at start always runs. ``None``:
+            run every scheduled check. With epochs of seconds, not minutes, the budget thins the checks out.
 
     Attributes:
         history: per symmetry, the list of checks (``global_step``, ``epoch``, scalars).
@@ -157,6 +161,7 @@ class EquivarianceMonitor(Callback):
         alert_keys: Optional[list[str]] = None,
         records: bool = True,
         records_dir: Optional[str] = None,
+        max_overhead: Optional[float] = 0.03,
     ) -> None:
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries)
@@ -169,6 +174,8 @@ class EquivarianceMonitor(Callback):
             raise ValueError("`n_samples`, `n_elements` and `layer_samples` must be positive.")
         if isinstance(loss_fn, str) and loss_fn not in LOSSES:
             raise ValueError(f"Unknown `loss_fn` {loss_fn!r}; choose from {sorted(LOSSES)} or pass a callable.")
+        if max_overhead is not None and not 0 < max_overhead <= 1:
+            raise ValueError(f"`max_overhead` must be a fraction in (0, 1] or None, got {max_overhead!r}.")
         if not (max_batch == "auto" or (isinstance(max_batch, int) and max_batch > 0)):
             raise ValueError(f"`max_batch` must be 'auto' or a positive int, got {max_batch!r}.")
         self.every_n_epochs = every_n_epochs or 0
@@ -187,6 +194,12 @@ class EquivarianceMonitor(Callback):
             wait_duration=alert_wait,
         )
         self.records, self.records_dir = records, records_dir
+        self.max_overhead = max_overhead
+        self.deferred = 0  # scheduled checks deferred by the overhead budget
+        self.figures_skipped = 0  # checks whose figures were skipped because the previous ones were still rendering
+        self._spent = 0.0  # seconds of monitor work: training-thread hooks and the figure worker
+        self._fit_t0: Optional[float] = None
+        self._considered_step: Optional[int] = None
         self.history: dict[str, list[dict]] = {s.name: [] for s in self.symmetries}
         self.latest: dict[str, dict[str, Any]] = {}
         self.probe: Optional[ProbeSet] = None
@@ -215,6 +228,13 @@ class EquivarianceMonitor(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._skip(trainer):
             return
+        self._fit_t0 = time.perf_counter()
+        try:
+            self._set_up(trainer, pl_module)
+        finally:
+            self._spent += time.perf_counter() - self._fit_t0
+
+    def _set_up(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.probe = self._draw_probe(trainer).to(pl_module.device)
         for sym in self.symmetries:
             gen = torch.Generator().manual_seed(self.seed)
@@ -280,7 +300,7 @@ class EquivarianceMonitor(Callback):
         n = self.every_n_train_steps
         step = trainer.global_step
         if n and not self._skip(trainer) and step > 0 and step % n == 0 and step != self._last_step:
-            self._check(trainer, pl_module)
+            self._scheduled_check(trainer, pl_module)
 
     def _epoch_due(self, trainer: Trainer) -> bool:
         n = self.every_n_epochs
@@ -290,11 +310,11 @@ class EquivarianceMonitor(Callback):
         """The epoch's check runs after its last validation, before ``ModelCheckpoint`` (always ordered last) saves,
         so a checkpoint holds the check of its own step and a resumed run neither repeats nor loses one."""
         if trainer.is_last_batch and self._epoch_due(trainer) and trainer.global_step != self._last_step:
-            self._check(trainer, pl_module)
+            self._scheduled_check(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_due(trainer) and trainer.global_step != self._last_step:  # epochs without validation
-            self._check(trainer, pl_module)
+            self._scheduled_check(trainer, pl_module)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._drain()
@@ -313,8 +333,44 @@ class EquivarianceMonitor(Callback):
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    def overhead(self) -> float:
+        """The monitor's share of fit wall time so far (hooks on the training thread plus figure rendering)."""
+        if self._fit_t0 is None:
+            return 0.0
+        return self._spent / max(time.perf_counter() - self._fit_t0, 1e-9)
+
+    def _scheduled_check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Run a scheduled check unless the overhead budget says to defer it (one decision per step, rank 0's)."""
+        step = trainer.global_step
+        if step == self._considered_step:
+            return
+        self._considered_step = step
+        run = self.max_overhead is None or self.overhead() <= self.max_overhead
+        if trainer.world_size > 1:
+            run = bool(trainer.strategy.broadcast(run, src=0))
+        if run:
+            self._check(trainer, pl_module)
+            return
+        self.deferred += 1
+        if self.deferred == 1:
+            log.info(
+                "eqmonitor: deferring a check at step %d: the monitor has taken %.1f%% of fit time, over "
+                "`max_overhead=%g` (training steps are short next to a check); pass `max_overhead=None` to check "
+                "on every schedule.",
+                step,
+                100 * self.overhead(),
+                self.max_overhead,
+            )
+
     # ------------------------------------------------------------------ one check
     def _check(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        started = time.perf_counter()
+        try:
+            self._check_now(trainer, pl_module)
+        finally:
+            self._spent += time.perf_counter() - started
+
+    def _check_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
         step, epoch = trainer.global_step, trainer.current_epoch
         self._last_step = step
         reports = []
@@ -423,7 +479,18 @@ class EquivarianceMonitor(Callback):
         )
         loggers = list(trainer.loggers)
         self._pending = [f for f in self._pending if not f.done()]
-        self._pending.append(self._executor.submit(_render_and_log, loggers, sym.name, list(overlay), layers, step))
+        busy = len(self._pending) >= len(self.symmetries)  # the previous check's figures are still rendering
+        if busy and self.max_overhead is not None:  # under a budget, don't queue work behind work
+            self.figures_skipped += 1
+            return
+        self._pending.append(self._executor.submit(self._timed_render, loggers, sym.name, list(overlay), layers, step))
+
+    def _timed_render(self, *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            _render_and_log(*args)
+        finally:
+            self._spent += time.perf_counter() - started
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
 
     L.seed_everything(0, verbose=False)
     mon = eqm.EquivarianceMonitor({"name": "c4", "group": "c4", "input": "image", "output": "invariant"},
-                                  n_samples=16, plots=False, records=False)
+                                  n_samples=16, plots=False, records=False, max_overhead=None)
     guard = eqm.EquivarianceGuard({"equivariance/local/error_mean": 1.0, "equivariance/c4/error_mean": 100.0},
                                   on_breach=on_breach)
     trainer = L.Trainer(max_epochs=4, accelerator="cpu", devices=2, strategy="ddp", logger=False,

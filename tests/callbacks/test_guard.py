@@ -16,7 +16,7 @@ KEY = "equivariance/c4/error_mean"
 
 
 def watch(**kw):
-    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False, **kw)
+    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False, max_overhead=None, **kw)
 
 
 def test_stop_ends_fit_early_with_the_reason(fit):
@@ -73,7 +73,7 @@ def test_raise_makes_the_process_exit_non_zero(tmp_path):
         import lightning as L
         import eqmonitor as eqm
         from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
-        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False, records=False)
+        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False, records=False, max_overhead=None)
         guard = eqm.EquivarianceGuard("{KEY}", threshold=1e-3, on_breach="raise")
         trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             default_root_dir={str(tmp_path)!r}, callbacks=[mon, guard], limit_val_batches=1)

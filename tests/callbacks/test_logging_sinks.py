@@ -13,7 +13,7 @@ IMAGES = ("nero_aggregate", "nero_individual", "nero_dr", "layers")
 
 def _monitor(**kw):
     return EquivarianceMonitor(
-        C4_SPEC, n_samples=16, layerwise=True, drift_factor=1.01, drift_min=0.0, alert_wait=0.0, **kw
+        C4_SPEC, n_samples=16, layerwise=True, drift_factor=1.01, drift_min=0.0, alert_wait=0.0, max_overhead=None, **kw
     )
 
 
@@ -37,8 +37,9 @@ def test_tensorboard_scalars_and_images(fit, tmp_path):
 
 
 def test_records_written_next_to_the_logs(fit, tmp_path):
-    from eqmonitor.records import load_arrays, read_records
     from lightning.pytorch.loggers import TensorBoardLogger
+
+    from eqmonitor.records import load_arrays, read_records
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     mon = _monitor()

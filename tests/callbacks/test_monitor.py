@@ -18,7 +18,7 @@ KEYS = ("error_mean", "error_max", "error_p95", "nonfinite", "exact_error", "fli
 
 def monitor(**kw):
     symmetries = kw.pop("symmetries", C4_SPEC)
-    options = dict(n_samples=16, plots=False, records=False)
+    options = dict(n_samples=16, plots=False, records=False, max_overhead=None)
     options.update(kw)
     return EquivarianceMonitor(symmetries, **options)
 
@@ -246,3 +246,18 @@ def test_gradient_tests_run_with_the_default_trainer_and_skip_under_inference_mo
     assert sum("Gradient tests skipped" in str(w.message) for w in caught) == 1
     assert "equivariance/c4/error_mean" in trainer.callback_metrics
     assert not any("grad_" in k for k in trainer.callback_metrics)
+
+
+def test_overhead_budget_defers_checks_and_none_runs_them_all(fit):
+    """Digits epochs take ~0.2 s here, a check ~0.05 s: a 1% budget defers every scheduled check after the
+    baseline at start; without a budget every epoch is checked."""
+    tight = monitor(max_overhead=0.01, every_n_train_steps=1)
+    fit([tight])
+    assert [e["global_step"] for e in tight.history["c4"]][0] == 0
+    assert tight.deferred > 0 and len(tight.history["c4"]) + tight.deferred == 1 + 8
+    assert tight._spent > 0 and 0 < tight.overhead() < 1
+    free = monitor(max_overhead=None, every_n_train_steps=1)
+    fit([free])
+    assert free.deferred == 0 and len(free.history["c4"]) == 1 + 8
+    with pytest.raises(ValueError, match="max_overhead"):
+        monitor(max_overhead=1.5)
