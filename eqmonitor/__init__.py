@@ -12,6 +12,7 @@ _LAZY = {  # shells that import lightning / torchmetrics: loaded on first use so
     "EquivarianceMonitor": "eqmonitor.callbacks",
     "EquivarianceGuard": "eqmonitor.callbacks",
     "EquivarianceBreachError": "eqmonitor.callbacks",
+    "EquivarianceError": "eqmonitor.metric",
 }
 
 
@@ -25,6 +26,7 @@ def __getattr__(name: str):
 __all__ = [
     "AuditReport",
     "EquivarianceBreachError",
+    "EquivarianceError",
     "EquivarianceGuard",
     "EquivarianceMonitor",
     "GradientErrors",
