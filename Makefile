@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# CPU torch first, pinned: a loose spec would pull a multi-GB CUDA build on a machine with no torch.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,e3nn,examples]'
+	# escnn (optional extra) needs gfortran for py3nj; the script installs both, or warns loudly and the tests skip
+	bash scripts/install_escnn.sh $(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)
