@@ -373,7 +373,7 @@ class EquivarianceMonitor(Callback):
     def _check_now(self, trainer: Trainer, pl_module: LightningModule) -> None:
         step, epoch = trainer.global_step, trainer.current_epoch
         self._last_step = step
-        reports = []
+        reports, figures = [], []
         for sym in self.symmetries:
             scalars, parts = self._measure(trainer, pl_module, sym)
             alerts = self.drift.update(sym.name, scalars, step, epoch)
@@ -385,8 +385,10 @@ class EquivarianceMonitor(Callback):
             if trainer.is_global_zero:
                 self._emit_alerts(trainer, alerts)
                 self._write_record(sym, entry, parts, alerts)
-                self._submit_images(trainer, sym, parts, step)
+                figures.append((sym, parts))
             reports.append(self._report_line(sym, scalars, parts))
+        for sym, parts in figures:  # after every probe of the check: rendering must not compete with probing
+            self._submit_images(trainer, sym, parts, step)
         from eqmonitor.callbacks.guard import EquivarianceGuard
 
         for cb in trainer.callbacks:
