@@ -123,7 +123,8 @@ class EquivarianceMonitor(Callback):
         records_dir: where (default ``<trainer.log_dir or default_root_dir>/eqmonitor``).
         max_overhead: the largest share of fit wall time the monitor may take (its hooks plus figure rendering): a
             scheduled check is deferred to the next due one while the monitor is over budget (logged once; the
-            decision is rank 0's, broadcast, so ranks never diverge). The check at start always runs. ``None``:
+            decision is rank 0's, broadcast, so ranks never diverge), and a check's figures (~0.2 s each on a CPU,
+            and rendering holds the GIL) are skipped while over budget. The check at start always runs. ``None``:
             run every scheduled check. With epochs of seconds, not minutes, the budget thins the checks out.
 
     Attributes:
@@ -387,8 +388,14 @@ class EquivarianceMonitor(Callback):
                 self._write_record(sym, entry, parts, alerts)
                 figures.append((sym, parts))
             reports.append(self._report_line(sym, scalars, parts))
+        if figures and self.max_overhead is not None and self.overhead() > self.max_overhead:
+            self.figures_skipped += 1  # over budget (e.g. the check at start): figures cost ~0.2 s each on a CPU
+            return self._notify_guards(trainer, reports)
         for sym, parts in figures:  # after every probe of the check: rendering must not compete with probing
             self._submit_images(trainer, sym, parts, step)
+        self._notify_guards(trainer, reports)
+
+    def _notify_guards(self, trainer: Trainer, reports: list[str]) -> None:
         from eqmonitor.callbacks.guard import EquivarianceGuard
 
         for cb in trainer.callbacks:

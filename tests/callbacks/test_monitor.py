@@ -256,8 +256,9 @@ def test_gradient_tests_run_with_the_default_trainer_and_skip_under_inference_mo
 def test_overhead_budget_defers_checks_and_none_runs_them_all(fit):
     """Digits epochs take ~0.2 s here, a check ~0.05 s: a 1% budget defers every scheduled check after the
     baseline at start; without a budget every epoch is checked."""
-    tight = monitor(max_overhead=0.01, every_n_train_steps=1)
+    tight = monitor(max_overhead=0.01, every_n_train_steps=1, plots=True)
     fit([tight])
+    assert tight.figures_skipped >= 1  # the start check's figures would cost more than the whole budget
     assert [e["global_step"] for e in tight.history["c4"]][0] == 0
     assert tight.deferred > 0 and len(tight.history["c4"]) + tight.deferred == 1 + 8
     assert tight._spent > 0 and 0 < tight.overhead() < 1
