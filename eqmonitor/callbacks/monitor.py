@@ -201,6 +201,7 @@ class EquivarianceMonitor(Callback):
         self._spent = 0.0  # seconds of monitor work: training-thread hooks and the figure worker
         self._fit_t0: Optional[float] = None
         self._considered_step: Optional[int] = None
+        self._render_seconds = 1.0  # one symmetry's figures (measured after each render; ~0.2 s per figure on a CPU)
         self.history: dict[str, list[dict]] = {s.name: [] for s in self.symmetries}
         self.latest: dict[str, dict[str, Any]] = {}
         self.probe: Optional[ProbeSet] = None
@@ -340,6 +341,11 @@ class EquivarianceMonitor(Callback):
             return 0.0
         return self._spent / max(time.perf_counter() - self._fit_t0, 1e-9)
 
+    def _projected_overhead(self, n_symmetries: int) -> float:
+        """The overhead share if this check's figures were rendered now (their cost: the last measured one)."""
+        elapsed = max(time.perf_counter() - (self._fit_t0 or time.perf_counter()), 1e-9)
+        return (self._spent + n_symmetries * self._render_seconds) / elapsed
+
     def _scheduled_check(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Run a scheduled check unless the overhead budget says to defer it (one decision per step, rank 0's)."""
         step = trainer.global_step
@@ -388,7 +394,7 @@ class EquivarianceMonitor(Callback):
                 self._write_record(sym, entry, parts, alerts)
                 figures.append((sym, parts))
             reports.append(self._report_line(sym, scalars, parts))
-        if figures and self.max_overhead is not None and self.overhead() > self.max_overhead:
+        if figures and self.max_overhead is not None and self._projected_overhead(len(figures)) > self.max_overhead:
             self.figures_skipped += 1  # over budget (e.g. the check at start): figures cost ~0.2 s each on a CPU
             return self._notify_guards(trainer, reports)
         for sym, parts in figures:  # after every probe of the check: rendering must not compete with probing
@@ -499,7 +505,9 @@ class EquivarianceMonitor(Callback):
         try:
             _render_and_log(*args)
         finally:
-            self._spent += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self._spent += seconds
+            self._render_seconds = seconds
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
