@@ -23,6 +23,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'eqmonitor' has no attribute {name!r}")
 
+
 __all__ = [
     "AuditReport",
     "EquivarianceBreachError",

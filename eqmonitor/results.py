@@ -72,9 +72,7 @@ class OrbitErrors:
 
     def to(self, device: torch.device | str) -> "OrbitErrors":
         moved = {
-            f.name: getattr(self, f.name).to(device)
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), Tensor)
+            f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)
         }
         return replace(self, **moved)
 

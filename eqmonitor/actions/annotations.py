@@ -61,9 +61,7 @@ class Boxes(Keypoints):
     def __call__(self, group: Group, elements: Tensor, x: Tensor) -> Tensor:
         boxes = x.reshape(x.shape[0], -1, 4)
         x1, y1, x2, y2 = boxes.unbind(-1)
-        corners = torch.stack(
-            [torch.stack(c, -1) for c in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], 2
-        )  # [B, M, 4, 2]
+        corners = torch.stack([torch.stack(c, -1) for c in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], 2)  # [B, M, 4, 2]
         moved = self._move(group, elements, corners.reshape(x.shape[0], -1, 2)).reshape(corners.shape)
         lo, hi = moved.min(2).values, moved.max(2).values
         return torch.cat([lo, hi], -1).reshape(x.shape)
