@@ -57,6 +57,7 @@ class EquivarianceGuard(Callback):
         breaches: consecutive breaching checks per key.
         stopped_reason: why the guard stopped or raised, ``None`` if it has not.
         stopped_step: the global step at which it did.
+        last_breach: ``{"global_step", "on_breach", "reason"}`` of the latest action in any mode, else ``None``.
 
     Raises:
         ValueError: bad arguments.
@@ -108,6 +109,7 @@ class EquivarianceGuard(Callback):
         self.stopped_step: Optional[int] = None
         self._last_step: Optional[int] = None
         self.report_text: Optional[str] = None  # set by the monitor: the latest check's report
+        self.last_breach: Optional[dict] = None  # the latest action: step, on_breach, reason (the monitor records it)
 
     @property
     def state_key(self) -> str:
@@ -187,6 +189,7 @@ class EquivarianceGuard(Callback):
         return 0.0 if value is None else float(torch.as_tensor(value).float().cpu())
 
     def _act(self, trainer: Trainer, message: str, step: int) -> None:
+        self.last_breach = {"global_step": step, "on_breach": self.on_breach, "reason": message.split("\n\n")[0]}
         if self.on_breach == "warn":
             log.warning(message)
             warnings.warn(message, stacklevel=2)

@@ -391,15 +391,19 @@ class EquivarianceMonitor(Callback):
             log_scalars(trainer, keyed, step)
             if trainer.is_global_zero:
                 self._emit_alerts(trainer, alerts)
-                self._write_record(sym, entry, parts, alerts)
-                figures.append((sym, parts))
+                figures.append((sym, entry, parts, alerts))
             reports.append(self._report_line(sym, scalars, parts))
+        try:
+            self._notify_guards(trainer, reports)  # may raise EquivarianceBreachError: the records are written first
+        finally:
+            breaches = self._breaches(trainer, step)
+            for sym, entry, parts, alerts in figures:
+                self._write_record(sym, entry, parts, alerts, breaches)
         if figures and self.max_overhead is not None and self._projected_overhead(len(figures)) > self.max_overhead:
             self.figures_skipped += 1  # over budget (e.g. the check at start): figures cost ~0.2 s each on a CPU
-            return self._notify_guards(trainer, reports)
-        for sym, parts in figures:  # after every probe of the check: rendering must not compete with probing
+            return
+        for sym, _, parts, _ in figures:  # after every probe of the check: rendering must not compete with probing
             self._submit_images(trainer, sym, parts, step)
-        self._notify_guards(trainer, reports)
 
     def _notify_guards(self, trainer: Trainer, reports: list[str]) -> None:
         from eqmonitor.callbacks.guard import EquivarianceGuard
@@ -407,6 +411,14 @@ class EquivarianceMonitor(Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, EquivarianceGuard):
                 cb.evaluate(trainer, report="\n".join(reports), checked=[s.name for s in self.symmetries])
+
+    @staticmethod
+    def _breaches(trainer: Trainer, step: int) -> list[dict]:
+        """What the guards did at ``step`` (warn, stop or raise, and why), for the records."""
+        from eqmonitor.callbacks.guard import EquivarianceGuard
+
+        guards = [cb for cb in trainer.callbacks if isinstance(cb, EquivarianceGuard)]
+        return [g.last_breach for g in guards if g.last_breach and g.last_breach["global_step"] == step]
 
     def _measure(self, trainer: Trainer, model: LightningModule, sym: Symmetry) -> tuple[dict, dict]:
         probe, elements = self.probe, self._elements[sym.name]
@@ -461,10 +473,10 @@ class EquivarianceMonitor(Callback):
             warnings.warn(f"{alert.title}: {alert.text}", stacklevel=2)
             send_alert(trainer.loggers, alert.title, alert.text, alert.level, alert.wait_duration)
 
-    def _write_record(self, sym: Symmetry, entry: dict, parts: dict, alerts: list[Alert]) -> None:
+    def _write_record(self, sym: Symmetry, entry: dict, parts: dict, alerts: list[Alert], breaches: list) -> None:
         if self._writer is None:
             return
-        record = {"symmetry": sym.name, **entry, "alerts": [a.to_dict() for a in alerts]}
+        record = {"symmetry": sym.name, **entry, "alerts": [a.to_dict() for a in alerts], "breaches": breaches}
         if parts.get("layer_values") is not None:
             record["layers"] = parts["layer_values"]
             record["first_failing_layer"] = parts["layers"].first_failing

@@ -26,6 +26,17 @@ def test_stop_ends_fit_early_with_the_reason(fit):
     assert guard.stopped_step == 0 and KEY in guard.stopped_reason and "c4: error_mean=" in guard.stopped_reason
 
 
+def test_breach_is_written_to_the_records(fit, tmp_path):
+    from eqmonitor.records import read_records
+
+    mon = EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records_dir=str(tmp_path / "eqm"), max_overhead=None)
+    guard = EquivarianceGuard(KEY, threshold=1e-3, on_breach="stop")
+    fit([mon, guard], max_epochs=5)
+    (record,) = read_records(tmp_path / "eqm")
+    assert record["global_step"] == 0 and record["breaches"][0]["on_breach"] == "stop"
+    assert KEY in record["breaches"][0]["reason"] and "c4: error_mean" not in record["breaches"][0]["reason"]
+
+
 def test_patience_and_warm_up_delay_the_stop(fit):
     guard = EquivarianceGuard(KEY, threshold=1e-3, on_breach="stop", patience=2, min_epochs=1)
     trainer, _, _ = fit([watch(), guard], max_epochs=5)
@@ -73,7 +84,8 @@ def test_raise_makes_the_process_exit_non_zero(tmp_path):
         import lightning as L
         import eqmonitor as eqm
         from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
-        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False, records=False, max_overhead=None)
+        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False, max_overhead=None,
+                                      records_dir={str(tmp_path / "eqm")!r})
         guard = eqm.EquivarianceGuard("{KEY}", threshold=1e-3, on_breach="raise")
         trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             default_root_dir={str(tmp_path)!r}, callbacks=[mon, guard], limit_val_batches=1)
@@ -85,6 +97,10 @@ def test_raise_makes_the_process_exit_non_zero(tmp_path):
     assert proc.returncode != 0
     assert "EquivarianceBreachError" in proc.stderr and KEY in proc.stderr
     assert "FIT RETURNED" not in proc.stdout
+    from eqmonitor.records import read_records
+
+    (record,) = read_records(tmp_path / "eqm")  # the check that raised was recorded first
+    assert record["breaches"][0]["on_breach"] == "raise"
 
 
 def test_constructor_validates_arguments():
