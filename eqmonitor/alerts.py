@@ -1,4 +1,4 @@
-"""Regression alerts: equivariance drifting away from its best value so far, or from its value at initialisation.
+"""Regression alerts: equivariance drifting away from its best value so far, or from its first value after warm-up.
 
 Pure bookkeeping (no logging, no I/O): :class:`DriftTracker` turns each check's scalars into :class:`Alert` s; the
 monitor sends them (``wandb.alert`` on rank 0, a Python warning and a log line everywhere) and writes them to the
@@ -23,7 +23,8 @@ REFERENCES = ("best", "init")
 
 @dataclass
 class Alert:
-    """One alert: a stable ``title`` per (symmetry, key, reference) rule, so W&B groups and throttles it."""
+    """One alert: a stable ``title`` per (symmetry, key), so W&B groups and throttles it; ``reference`` names the
+    references it drifted from (``"best"``, ``"init"`` or ``"best+init"``)."""
 
     title: str
     text: str
@@ -50,7 +51,8 @@ class DriftTracker:
         factor: alert when a value exceeds ``factor ×`` its reference.
         patience: consecutive drifting checks before an alert.
         min_value: values at or below this never alert (float-precision noise of exact models).
-        references: which references to compare against: ``"best"`` (lowest so far) and/or ``"init"`` (first check).
+        references: which references to compare against: ``"best"`` (lowest so far) and/or ``"init"`` (the first
+            check after warm-up).
         wait_duration: seconds during which a fired rule stays quiet.
         clock: the time source (tests pass a fake one).
 
@@ -59,7 +61,7 @@ class DriftTracker:
         >>> t.update("rot", {"error_mean": 0.1}, global_step=0, epoch=0)
         []
         >>> [a.reference for a in t.update("rot", {"error_mean": 0.5}, global_step=10, epoch=1)]
-        ['best', 'init']
+        ['best+init']
     """
 
     keys: list = field(default_factory=lambda: ["error_mean"])
@@ -83,8 +85,16 @@ class DriftTracker:
         if unknown:
             raise ValueError(f"Unknown drift references {sorted(unknown)}; choose from {list(REFERENCES)}.")
 
-    def update(self, symmetry: str, metrics: dict, global_step: int, epoch: int) -> list[Alert]:
-        """Record one check's ``metrics`` (name → float) of ``symmetry``; return the alerts it raises."""
+    def update(self, symmetry: str, metrics: dict, global_step: int, epoch: int, warm: bool = True) -> list[Alert]:
+        """Record one check's ``metrics`` (name → float) of ``symmetry``; return the alerts it raises: at most one
+        per watched key, naming every reference it drifted from (one event, one alert).
+
+        ``warm=False`` (the monitor's warm-up: checks before the first epoch is done) records nothing: at
+        initialisation a plain network's outputs hardly depend on its input, so its error is tiny and any training
+        would look like drift from it; the references are taken from the first warm check on.
+        """
+        if not warm:
+            return []
         alerts = []
         for key in self.keys:
             value = metrics.get(key)
@@ -92,6 +102,7 @@ class DriftTracker:
                 continue
             slot = f"{symmetry}/{key}"
             refs = {"init": self.init.get(slot), "best": self.best.get(slot)}
+            fired = []
             for ref_name in self.references:
                 ref = refs[ref_name]
                 rule = f"{slot}/{ref_name}"
@@ -104,24 +115,28 @@ class DriftTracker:
                 if last is not None and now - last < self.wait_duration:
                     continue
                 self.last_alert[rule] = now
-                alerts.append(self._alert(symmetry, key, ref_name, value, ref, global_step, epoch))
+                fired.append((ref_name, ref))
+            if fired:
+                alerts.append(self._alert(symmetry, key, fired, value, global_step, epoch))
             self.init.setdefault(slot, value)
             self.best[slot] = min(self.best.get(slot, value), value)
         return alerts
 
-    def _alert(self, symmetry: str, key: str, ref_name: str, value: float, ref: float, step: int, epoch: int) -> Alert:
-        what = "its best value so far" if ref_name == "best" else "its value at initialisation"
+    def _alert(self, symmetry: str, key: str, fired: list, value: float, step: int, epoch: int) -> Alert:
+        what = {"best": "its best value so far", "init": "its first value after warm-up"}
+        parts = [f"{value / ref:.3g}× {what[name]} ({ref:.4g})" for name, ref in fired]
         text = (
-            f"equivariance/{symmetry}/{key} = {value:.4g} at step {step} (epoch {epoch}) is {value / ref:.3g}× "
-            f"{what} ({ref:.4g}); alert threshold {self.factor:g}× for {self.patience} check(s)."
+            f"equivariance/{symmetry}/{key} = {value:.4g} at step {step} (epoch {epoch}) is {' and '.join(parts)}; "
+            f"alert threshold {self.factor:g}× for {self.patience} check(s)."
         )
+        ref_name, ref = fired[0]
         return Alert(
-            title=f"eqmonitor: {symmetry} {key} drifted from {ref_name}",
+            title=f"eqmonitor: {symmetry} {key} drifted",
             text=text,
             level="WARN",
             symmetry=symmetry,
             key=key,
-            reference=ref_name,
+            reference="+".join(name for name, _ in fired),
             value=value,
             reference_value=ref,
             global_step=step,

@@ -3,18 +3,22 @@
 Why not the train loader: iterating it would advance its sampler and the global RNG (a ``DataLoader`` iterator draws
 its base seed from the global generator unless it has its own), so training with the monitor would differ from
 training without it. Map-style datasets are indexed directly (indices from a private ``torch.Generator``, collated
-with the loader's ``collate_fn``); an iterable dataset is read from its start under ``torch.random.fork_rng``.
+with the loader's ``collate_fn``); an iterable dataset is read from its start. Either way the draw runs inside
+:func:`isolated_rng`, so a dataset whose ``__getitem__`` draws random augmentations from the global streams (torch
+CPU and CUDA, Python's ``random``, NumPy's legacy global generator) leaves them exactly as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["ProbeSet", "draw_indices", "probe_from_data", "probe_from_loader", "select_input"]
+__all__ = ["ProbeSet", "draw_indices", "isolated_rng", "probe_from_data", "probe_from_loader", "select_input"]
 
 Selector = Union[None, int, str]
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "pos", "data")
@@ -32,6 +36,35 @@ class ProbeSet:
     def to(self, device: torch.device) -> "ProbeSet":
         labels = None if self.labels is None else self.labels.to(device)
         return ProbeSet(self.x.to(device), labels, self.indices)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def head(self, n: int) -> "ProbeSet":
+        """The first ``n`` samples (ranks trim their shares to the smallest one, so all run the same forwards)."""
+        labels = None if self.labels is None else self.labels[:n]
+        return ProbeSet(self.x[:n], labels, None if self.indices is None else self.indices[:n])
+
+
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run the block with every global random stream saved and restored: torch's CPU generator and each initialised
+    CUDA device's, Python's ``random`` and NumPy's global generator (what dataset augmentations draw from)."""
+    py_state = random.getstate()
+    try:
+        import numpy as np
+
+        np_state = np.random.get_state()
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        np, np_state = None, None
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py_state)
+        if np is not None:
+            np.random.set_state(np_state)
 
 
 def _pick(batch: Any, selector: Selector, keys: Sequence[str], what: str, required: bool) -> Optional[Tensor]:
@@ -116,6 +149,13 @@ def probe_from_loader(
     label_key: Selector = None,
 ) -> ProbeSet:
     """Draw this rank's probe set from a ``DataLoader`` (see the module docstring for how)."""
+    with isolated_rng():
+        return _probe_from_loader(loader, n, seed, rank, world_size, input_key, label_key)
+
+
+def _probe_from_loader(
+    loader: Any, n: int, seed: int, rank: int, world_size: int, input_key: Selector, label_key: Selector
+) -> ProbeSet:
     dataset = getattr(loader, "dataset", None)
     if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         try:
@@ -129,13 +169,12 @@ def probe_from_loader(
             )
             return ProbeSet(x.detach().clone(), None if labels is None else labels.detach().clone(), idx)
     xs, ys = [], []
-    with torch.random.fork_rng(devices=[]):
-        for batch in loader:
-            x, labels = select_input(batch, input_key, label_key)
-            xs.append(x.detach().clone())
-            ys.append(labels)
-            if sum(len(t) for t in xs) >= n * world_size:
-                break
+    for batch in loader:
+        x, labels = select_input(batch, input_key, label_key)
+        xs.append(x.detach().clone())
+        ys.append(labels)
+        if sum(len(t) for t in xs) >= n * world_size:
+            break
     if not xs:
         raise ValueError("The validation loader yielded no batches: the monitor needs samples to probe.")
     x = torch.cat(xs)
@@ -155,13 +194,20 @@ def probe_from_data(
     label_key: Selector = None,
 ) -> ProbeSet:
     """Probe set from what the user passed as ``probe_data``: a tensor, an ``(x, y)`` pair, a dataset or a loader."""
+    with isolated_rng():
+        return _probe_from_data(data, n, seed, rank, world_size, input_key, label_key)
+
+
+def _probe_from_data(
+    data: Any, n: int, seed: int, rank: int, world_size: int, input_key: Selector, label_key: Selector
+) -> ProbeSet:
     if isinstance(data, Tensor) or (isinstance(data, (tuple, list, dict)) and _is_batch(data)):
         x, labels = select_input(data, input_key, label_key)
         idx = draw_indices(len(x), n, seed, rank, world_size)
         sel = torch.tensor(idx, device=x.device)
         return ProbeSet(x[sel].detach().clone(), None if labels is None else labels[sel].detach().clone(), idx)
     if hasattr(data, "dataset"):
-        return probe_from_loader(data, n, seed, rank, world_size, input_key, label_key)
+        return _probe_from_loader(data, n, seed, rank, world_size, input_key, label_key)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         idx = draw_indices(len(data), n, seed, rank, world_size)
         x, labels = select_input(collate_indices(data, idx, None), input_key, label_key)

@@ -1,0 +1,185 @@
+"""One check: measure a model on a fixed probe under one symmetry, gathered across processes, summarised once.
+
+A check is a function of ``(model, probe, symmetry, elements, options, gather)`` that returns a :class:`CheckResult`:
+the orbit errors of every (sample × element) pair (gathered over ranks, so every rank holds the same table), the
+logged scalars computed from that table with one host transfer, and the optional layer-wise and gradient results.
+:class:`~eqmonitor.callbacks.EquivarianceMonitor` is a schedule around it; the records, sinks and figures only read
+what it returns.
+
+``gather(t)`` stacks a tensor over processes as ``[world, *t.shape]`` (every process must call it, with tensors of
+the same shape); on one process it is ``t.unsqueeze(0)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors
+from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
+from eqmonitor.symmetry import Symmetry
+
+__all__ = ["CheckOptions", "CheckResult", "Gather", "LOSSES", "layer_elements", "run_check", "single_process", "summarize"]
+
+Gather = Callable[[Tensor], Tensor]
+
+LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {
+    "cross_entropy": lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="sum"),
+    "mse": lambda out, y: torch.nn.functional.mse_loss(out, y, reduction="sum"),
+}
+#: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
+_PAIR_TABLES = ("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref")
+
+
+def single_process(t: Tensor) -> Tensor:
+    """The :data:`Gather` of a run on one process."""
+    return t.unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What one check measures besides the orbit errors (the monitor's arguments of the same names)."""
+
+    layerwise: bool = False
+    gradients: bool = False
+    loss_fn: Callable[[Tensor, Optional[Tensor]], Tensor] = LOSSES["cross_entropy"]
+    layer_samples: int = 16
+    max_batch: Union[int, str] = "auto"
+
+
+@dataclass
+class CheckResult:
+    """One symmetry's check.
+
+    Attributes:
+        symmetry: the symmetry's name (the logging namespace ``equivariance/<symmetry>/``).
+        scalars: :func:`summarize` of ``orbit``: ``error_mean``, ``error_max``, ``error_p95``, ``nonfinite`` (fraction
+            of pairs with NaN/Inf outputs), ``exact_error``, ``interp_error``, ``flip_rate``; each over finite pairs.
+        orbit: the gathered :class:`OrbitErrors` (all ranks' samples, rank order).
+        layers, gradients: this process's layer-wise and gradient results (``None`` when not measured).
+        layer_values: ``{layer: isolated error}``, the mean over samples, elements and processes.
+        gradient_values: ``{"grad_input" | "grad_param/<param>": error}``, means over elements and processes.
+    """
+
+    symmetry: str
+    scalars: dict[str, float]
+    orbit: OrbitErrors
+    layers: Optional[LayerErrors] = None
+    gradients: Optional[GradientErrors] = None
+    layer_values: dict[str, float] = field(default_factory=dict)
+    gradient_values: dict[str, float] = field(default_factory=dict)
+
+    def logged(self) -> dict[str, float]:
+        """Every scalar under its logged key: ``equivariance/<symmetry>/<name>``, ``…/layer/<layer>``, ``…/grad_*``."""
+        ns = f"equivariance/{self.symmetry}"
+        out = {f"{ns}/{k}": v for k, v in self.scalars.items()}
+        out.update({f"{ns}/layer/{k}": v for k, v in self.layer_values.items()})
+        out.update({f"{ns}/{k}": v for k, v in self.gradient_values.items()})
+        return out
+
+    def report_line(self) -> str:
+        """One line for logs and the guard's report: the scalars, the first failing layer, asymmetric gradients."""
+        text = f"{self.symmetry}: " + ", ".join(f"{k}={v:.4g}" for k, v in self.scalars.items())
+        if self.layers is not None and self.layers.first_failing:
+            text += f"; first failing layer: {self.layers.first_failing}"
+        if self.gradients is not None:
+            broken = self.gradients.broken_params()
+            if broken:
+                text += f"; parameters with asymmetric gradients: {', '.join(broken[:5])}"
+        return text
+
+
+def summarize(result: OrbitErrors) -> dict[str, float]:
+    """The logged scalars of a (gathered) :class:`OrbitErrors`, every statistic over the finite pairs only (NaN when
+    there is none), with one host transfer for all of them.
+
+    ``exact_error`` / ``interp_error`` are the means over the exact / interpolated elements (absent when the check
+    has none of that kind); ``flip_rate`` (class-score outputs) is the fraction of finite pairs whose top-1 class
+    changed; ``nonfinite`` is the fraction of pairs whose output was NaN/Inf.
+    """
+    finite = ~result.nonfinite
+    err = result.errors.double()
+    vals = err[finite]
+    nan = err.new_tensor(math.nan)
+    exact = result.exact.to(err.device)
+    stats = {
+        "error_mean": vals.mean() if vals.numel() else nan,
+        "error_max": vals.max() if vals.numel() else nan,
+        "error_p95": torch.quantile(vals, 0.95) if vals.numel() else nan,
+        "nonfinite": result.nonfinite.double().mean(),
+    }
+    for name, mask in (("exact_error", exact), ("interp_error", ~exact)):
+        if mask.any():
+            sel = err[finite & mask.unsqueeze(0)]
+            stats[name] = sel.mean() if sel.numel() else nan
+    if result.flips is not None:
+        flips = result.flips[finite]
+        stats["flip_rate"] = flips.double().mean() if flips.numel() else nan
+    keys = list(stats)
+    values = torch.stack([stats[k].double().reshape(()) for k in keys]).cpu().tolist()
+    return dict(zip(keys, values))
+
+
+def gather_orbit(result: OrbitErrors, gather: Gather) -> OrbitErrors:
+    """Every process's ``[n, K]`` tables concatenated in rank order (the same on every process)."""
+    changes = {}
+    for name in _PAIR_TABLES:
+        value = getattr(result, name)
+        if value is not None:
+            changes[name] = gather(value).flatten(0, 1)
+    return replace(result, **changes)
+
+
+def _gathered_means(values: Tensor, gather: Gather) -> list[float]:
+    """Mean over processes (equal shares) of a 1-D tensor of per-process means; one host transfer."""
+    return gather(values.double()).nanmean(0).cpu().tolist()
+
+
+def layer_elements(result: OrbitErrors, elements: Tensor, most: int = 8) -> Tensor:
+    """Elements for the costlier layer-wise and gradient tests: the exact ones (at most ``most``) if any, else
+    ``most`` spread over ``elements``."""
+    exact = result.exact.to(elements.device)
+    chosen = elements[exact] if exact.any() else elements
+    if chosen.shape[0] > most:
+        chosen = chosen[torch.linspace(0, chosen.shape[0] - 1, most).round().long().to(chosen.device)]
+    return chosen
+
+
+def run_check(
+    model: Any,
+    x: Tensor,
+    labels: Optional[Tensor],
+    symmetry: Symmetry,
+    elements: Tensor,
+    options: CheckOptions = CheckOptions(),
+    gather: Gather = single_process,
+) -> CheckResult:
+    """Measure ``model`` on this process's probe ``x`` (and ``labels``) under ``symmetry`` at ``elements``.
+
+    Every process must call it with the same number of samples (the gathers are collectives). Gradient tests need
+    autograd: the caller skips them under ``torch.inference_mode``.
+    """
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=options.max_batch)
+    orbit = gather_orbit(orbit, gather)
+    result = CheckResult(symmetry.name, summarize(orbit), orbit)
+    if not (options.layerwise or options.gradients):
+        return result
+    sub_x = x[: options.layer_samples]
+    sub_y = None if labels is None else labels[: options.layer_samples]
+    sub_el = layer_elements(orbit, elements)
+    if options.layerwise:
+        layers = layer_errors(model, sub_x, symmetry, sub_el, max_batch=256)
+        means = _gathered_means(layers.isolated.double().flatten(1).nanmean(1), gather)
+        result.layers, result.layer_values = layers, dict(zip(layers.names, means))
+    if options.gradients:
+        grads = gradient_errors(model, sub_x, symmetry, sub_el, options.loss_fn, sub_y)
+        names = sorted(grads.params)
+        stacked = torch.stack([grads.input.double().nanmean()] + [grads.params[n].double().nanmean() for n in names])
+        values = _gathered_means(stacked, gather)
+        result.gradients = grads
+        result.gradient_values = {"grad_input": values[0], **{f"grad_param/{n}": v for n, v in zip(names, values[1:])}}
+    return result
