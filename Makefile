@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_probe.py
 	$(PY) benchmarks/bench_overhead.py
+	$(PY) benchmarks/bench_figures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
