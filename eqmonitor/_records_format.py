@@ -10,6 +10,7 @@ import math
 import os
 import re
 import secrets
+import time
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Optional, Union
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 RECORDS_FILE = "records.jsonl"
+RUN_FILE = "run.json"
 _CHECKS_DIR = "checks"
 _NONFINITE = "_nonfinite"
 _NONFINITE_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -27,7 +29,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 _RESERVED = (_NONFINITE, "arrays")
 _REQUIRED = ("symmetry", "epoch", "global_step", "metrics")
 _TMP_SUFFIX = ".eqmonitor-tmp"
-_TARGETS = rf"(?:.+-step\d{{9}}\.npz|{re.escape(RECORDS_FILE)})"
+_TARGETS = rf"(?:.+-step\d{{9}}\.npz|{re.escape(RECORDS_FILE)}|{re.escape(RUN_FILE)})"
 _TMP_NAMES = (
     re.compile(rf"\.{_TARGETS}\.[0-9a-f]{{16}}{re.escape(_TMP_SUFFIX)}"),
     re.compile(rf"\.{_TARGETS}\.[a-z0-9_]{{8}}\.tmp"),  # tempfile.mkstemp's, used by eqmonitor 0.1.0
@@ -203,6 +205,29 @@ def _restore_nonfinite(record: dict) -> dict:
     return record
 
 
+# ---------------------------------------------------------------------------------------------- run.json
+def _eqmonitor_version() -> str:
+    from eqmonitor import __version__
+
+    return __version__
+
+
+def _created(created: Any) -> str:
+    """`` created <local time>`` for a ``run.json``'s ``created`` (unix seconds); empty if it is not a time."""
+    if _is_number(created) and created is not None:
+        try:
+            return time.strftime(" created %Y-%m-%d %H:%M:%S", time.localtime(created))
+        except (OverflowError, ValueError, OSError):
+            pass
+    return ""
+
+
+def _run_ids(info: Mapping[str, Any]) -> set:
+    """The run ids a ``run.json`` names: the run that created the folder and every run resumed into it."""
+    resumes = info.get("resumes") if isinstance(info.get("resumes"), list) else []
+    return {info.get("run_id")} | {r.get("run_id") for r in resumes if isinstance(r, dict)}
+
+
 # ---------------------------------------------------------------------------------------------- files
 def _fsync_dir(directory: Path) -> None:
     """Make a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened."""
@@ -218,10 +243,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any], exclusive: bool = False) -> None:
     """Write ``target`` whole or not at all: a temporary file is written, ``fsync``'d and renamed over it.
 
-    The temporary is created with mode ``0o666`` less the umask (what ``open`` gives a new file).
+    The temporary is created with mode ``0o666`` less the umask (what ``open`` gives a new file). ``exclusive``
+    links it into place instead of replacing, raising ``FileExistsError`` if ``target`` exists.
     """
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -230,7 +256,18 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if not exclusive:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this file system: not atomic against a racing writer
+                if target.exists():
+                    raise FileExistsError(target) from None
+                os.replace(tmp, target)
+            tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

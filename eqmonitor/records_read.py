@@ -1,4 +1,4 @@
-"""Records readers: :func:`read_records`, :func:`load_arrays`, :func:`records_to_table`.
+"""Records readers: :func:`read_records`, :func:`load_arrays`, :func:`read_run_info`, :func:`records_to_table`.
 
 A records folder may be damaged (a torn last line), hand-edited or crafted, so nothing read from it is trusted: a
 line that is not a JSON object with the fields a record has, of the types it has, is skipped with one warning naming
@@ -18,13 +18,14 @@ import numpy as np
 
 from eqmonitor._records_format import (
     RECORDS_FILE,
+    RUN_FILE,
     PathLike,
     _arrays_path,
     _problem,
     _restore_nonfinite,
 )
 
-__all__ = ["RECORDS_FILE", "load_arrays", "read_records", "records_to_table"]
+__all__ = ["RECORDS_FILE", "RUN_FILE", "load_arrays", "read_records", "read_run_info", "records_to_table"]
 
 
 def _records_file(path: PathLike) -> Path:
@@ -124,6 +125,34 @@ def load_arrays(record: Mapping[str, Any], directory: PathLike) -> dict[str, np.
         raise ValueError(f"Refusing to load the arrays of {where}: {error} (was the records file edited?).") from None
     with np.load(path, allow_pickle=False) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+def _read_run_file(directory: Path) -> Optional[dict]:
+    """``run.json`` of ``directory``; ``None`` when absent, ``{}`` (with a warning) when unreadable."""
+    try:
+        info = json.loads((directory / RUN_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
+        warnings.warn(f"{directory / RUN_FILE} is not a run identity; the run is unknown.", RuntimeWarning, 3)
+        return {}
+    return info
+
+
+def read_run_info(path_or_dir: PathLike) -> Optional[dict]:
+    """The identity of the run a records folder belongs to (its ``run.json``), or ``None`` if it has none.
+
+    Keys: ``run_id``, ``created`` (unix seconds), ``eqmonitor_version``; ``resumes`` (``run_id``, ``time`` and
+    ``eqmonitor_version`` of each resume into the folder) and ``carried_from`` (see
+    :func:`~eqmonitor.records.carry_over`) when they happened. Folders written before run identities have none.
+    """
+    path = Path(path_or_dir)
+    for directory in (path.parent,) if path.is_file() else (path, path / "eqmonitor"):
+        if (directory / RUN_FILE).exists():
+            return _read_run_file(directory) or None
+    return None
 
 
 def records_to_table(records: Iterable[Mapping[str, Any]]) -> dict[str, list]:

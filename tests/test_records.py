@@ -12,7 +12,16 @@ import pytest
 import torch
 
 from eqmonitor import records as records_module
-from eqmonitor.records import RECORDS_FILE, RecordWriter, load_arrays, read_records, records_to_table
+from eqmonitor.records import (
+    RECORDS_FILE,
+    RecordWriter,
+    RunMismatchError,
+    carry_over,
+    load_arrays,
+    read_records,
+    read_run_info,
+    records_to_table,
+)
 
 
 def _record(step, symmetry="c4", **metrics):
@@ -260,3 +269,108 @@ def test_load_arrays_without_arrays(tmp_path):
     rec = RecordWriter(tmp_path).append(_record(0))
     with pytest.raises(ValueError, match="without arrays"):
         load_arrays(rec, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- one run per folder
+def test_the_writer_writes_run_json_when_it_creates_the_folder(tmp_path):
+    before = __import__("time").time()
+    RecordWriter(tmp_path / "eqm", "run-a").append(_record(0))
+    info = json.loads((tmp_path / "eqm" / "run.json").read_text())
+    assert info["run_id"] == "run-a" and before <= info["created"] <= before + 60
+    assert info["eqmonitor_version"] == __import__("eqmonitor").__version__
+    assert read_run_info(tmp_path / "eqm") == info
+    generated = RecordWriter(tmp_path / "other")  # no run id (the transition signature): one is generated
+    assert generated.run_id and read_run_info(tmp_path / "other")["run_id"] == generated.run_id
+    assert RecordWriter(tmp_path / "other").run_id == generated.run_id  # reopened without an id: the same run
+
+
+def test_a_fresh_run_never_writes_into_another_runs_folder(tmp_path):
+    first = RecordWriter(tmp_path, "run-a")
+    first.append(_record(0), {"errors": np.zeros(2)})
+    with pytest.raises(RunMismatchError, match=r"run 'run-a'.*'run-b'.*new `records_dir`.*resume") as info:
+        RecordWriter(tmp_path, "run-b")
+    assert isinstance(info.value, ValueError)
+    assert [r["global_step"] for r in read_records(tmp_path)] == [0]
+    assert read_run_info(tmp_path)["run_id"] == "run-a"
+    RecordWriter(tmp_path, "run-a").append(_record(4))  # the same run may reopen its folder
+    assert [r["global_step"] for r in read_records(tmp_path)] == [0, 4]
+
+
+def test_a_resumed_run_keeps_its_folder_under_any_run_id(tmp_path):
+    RecordWriter(tmp_path, "run-a").append(_record(0))
+    RecordWriter(tmp_path, "run-b", resume=True).append(_record(4))
+    RecordWriter(tmp_path, "run-b").append(_record(8))  # run-b resumed here, so it may reopen the folder
+    assert RecordWriter(tmp_path, "run-a", resume=True).run_id == "run-a"
+    info = read_run_info(tmp_path)
+    assert info["run_id"] == "run-a" and [r["run_id"] for r in info["resumes"]] == ["run-b", "run-a"]
+    assert [r["global_step"] for r in read_records(tmp_path)] == [0, 4, 8]
+    with pytest.raises(RunMismatchError):
+        RecordWriter(tmp_path, "run-c")
+    with pytest.raises(TypeError, match="run_id"):
+        RecordWriter(tmp_path, 8)  # resume_after passed positionally
+
+
+def test_folders_written_before_run_json_belong_to_an_unknown_run(tmp_path):
+    RecordWriter(tmp_path).append(_record(0))
+    (tmp_path / "run.json").unlink()  # a folder written by an earlier version
+    with pytest.raises(RunMismatchError, match="unknown run"):
+        RecordWriter(tmp_path, "run-b")
+    assert not (tmp_path / "run.json").exists()
+    RecordWriter(tmp_path, "run-b", resume=True).append(_record(4))
+    assert read_run_info(tmp_path)["run_id"] == "run-b"
+    (tmp_path / "empty").mkdir()
+    RecordWriter(tmp_path / "empty", "run-c")  # an empty folder holds nobody's records
+    assert read_run_info(tmp_path / "empty")["run_id"] == "run-c"
+
+
+# ------------------------------------------------------------------------------------------- resume into a new folder
+def test_carry_over_gives_the_new_folder_the_complete_history(tmp_path):
+    a, b = tmp_path / "version_0" / "eqm", tmp_path / "version_1" / "eqm"
+    first = RecordWriter(a, "run-a")
+    for step in range(6):
+        first.append(_record(step, error_mean=float(step)), {"errors": np.full(2, step)})
+    first.append(_record(2, error_mean=20.0), {"errors": np.full(2, 20)})  # appended again: the last one wins
+    first.append(_record(1, symmetry="so2", error_mean=math.nan))
+    assert carry_over(a, b, up_to_step=3, run_id="run-b") == 5
+    assert carry_over(a, b, up_to_step=3, run_id="run-b") == 0  # idempotent
+    second = RecordWriter(b, "run-b", resume=True)
+    for step in (4, 5):
+        second.append(_record(step, error_mean=-float(step)), {"errors": np.full(2, -step)})
+    assert carry_over(a, b, up_to_step=3, run_id="run-b") == 0
+    records = read_records(b, symmetry="c4")
+    assert [(r["global_step"], r["metrics"]["error_mean"]) for r in records] == [
+        (0, 0.0),
+        (1, 1.0),
+        (2, 20.0),
+        (3, 3.0),
+        (4, -4.0),
+        (5, -5.0),
+    ]
+    assert [load_arrays(r, b)["errors"][0] for r in records] == [0, 1, 20, 3, -4, -5]
+    (so2,) = read_records(b, symmetry="so2")
+    assert math.isnan(so2["metrics"]["error_mean"]) and so2["arrays"] is None
+    steps = [(r["symmetry"], r["global_step"]) for r in _raw_lines(b)]
+    assert len(steps) == len(set(steps)) == 7  # no step twice in the file itself
+    assert read_run_info(b)["run_id"] == "run-b" and read_run_info(b)["carried_from"]["run_id"] == "run-a"
+    assert [r["global_step"] for r in read_records(a, symmetry="c4")] == list(range(6))  # the source is untouched
+
+
+def test_carry_over_refuses_paths_that_leave_the_source_and_folders_of_other_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    RecordWriter(a, "run-a").append(_record(0), {"errors": np.zeros(2)})
+    (tmp_path / "victim.npz").write_bytes(b"secret")
+    line = {**_record(1), "time": 1.0, "arrays": "../victim.npz"}
+    with open(a / RECORDS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+    with pytest.warns(RuntimeWarning, match="line 2.*outside"):
+        assert carry_over(a, b, 5, "run-b") == 1
+    assert sorted(p.name for p in (b / "checks").iterdir()) == ["c4-step000000000.npz"]
+    with pytest.raises(RunMismatchError):
+        carry_over(a, b, 5, "run-c")
+    with pytest.raises(ValueError, match="same folder"):
+        carry_over(a, a, 5, "run-a")
+    with pytest.raises(FileNotFoundError):
+        carry_over(tmp_path / "nowhere", tmp_path / "c", 5, "run-c")
+    RecordWriter(tmp_path / "died_early", "run-d")  # the dead run wrote no check
+    assert carry_over(tmp_path / "died_early", tmp_path / "d", 5, "run-e") == 0
+    assert read_run_info(tmp_path / "d")["run_id"] == "run-e"

@@ -141,7 +141,7 @@ def umask(request):
 
 def test_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
     expected = 0o666 & ~umask
-    writer = RecordWriter(tmp_path / "eqm")
+    writer = RecordWriter(tmp_path / "eqm", "run-a")
     for step in (0, 4, 8):
         writer.append(_record(step), {"errors": np.zeros(2)})
     assert writer.truncate_after(4) == 1  # rewrites records.jsonl
@@ -149,7 +149,7 @@ def test_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
     with open(tmp_path / "plain", "w"):
         pass
     files = [p for p in (tmp_path / "eqm").rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {RECORDS_FILE, "c4-step000000004.npz"}
+    assert {p.name for p in files} >= {RECORDS_FILE, "run.json", "c4-step000000004.npz"}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(expected) for p in files}
     assert (tmp_path / "plain").stat().st_mode & 0o777 == expected
 
