@@ -232,6 +232,10 @@ def layer_errors(
             at_x = {nm: recorder.outputs[nm] for nm in names}
             inputs_x = {nm: recorder.inputs[nm] for nm in names}
             acts, in_acts = _resolve_all(symmetry, x.shape[1:], names, recorder, adapters, feature_actions or {})
+            # a layer whose batch is not the model's (e.g. inside a group-averaging wrapper that stacks the copies of
+            # each sample into the batch) has no per-sample features to compare: not measured
+            acts = {nm: a if at_x[nm].shape[0] == n else None for nm, a in acts.items()}
+            in_acts = {nm: a for nm, a in in_acts.items() if acts[nm] is not None and inputs_x[nm].shape[0] == n}
             recorder.reset()
             cumulative = torch.full((len(names), k * n), float("nan"), dtype=_F64, device=x.device)
             isolated_e = torch.full_like(cumulative, float("nan"))

@@ -228,3 +228,13 @@ def test_dropout_stays_off_in_train_mode(model, x, c4):
     assert float(res.cumulative.max()) < 1e-6
     with pytest.raises(ValueError, match="Expected `mode`"):
         layer_errors(model, x, c4, [1], mode="training")
+
+
+def test_layers_inside_a_batch_stacking_wrapper_are_not_measured(c4):
+    # GroupAveraged runs its inner model on the |G| copies of each sample stacked into one batch: those layers have
+    # no per-sample features to compare (their batch is |G|·N), so they are reported as not measured, not a crash
+    torch.manual_seed(0)
+    model = eqm.models.GroupAveraged(eqm.models.SmallCNN(size=12, width=4), eqm.groups.Cyclic(4)).eval()
+    res = layer_errors(model, torch.randn(3, 1, 12, 12), c4, c4.group.all_elements())
+    assert res.names[0] == "model.features.0" and res.cumulative.shape == (len(res.names), 3, 4)
+    assert res.cumulative.isnan().all() and res.isolated.isnan().all() and res.first_failing is None
