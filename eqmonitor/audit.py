@@ -15,7 +15,7 @@ from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups import Group
 from eqmonitor.report import AuditReport, default_tolerance
 from eqmonitor.results import OrbitErrors
-from eqmonitor.symmetry import Symmetry
+from eqmonitor.symmetry import OutputKey, Symmetry
 
 __all__ = ["assert_equivariant", "audit", "default_elements"]
 
@@ -40,6 +40,11 @@ def default_elements(group: Group, n: int, generator: Optional[torch.Generator] 
     return group.sample(n, generator=generator)
 
 
+def _with_key(symmetry: Symmetry, output_key: OutputKey) -> Symmetry:
+    """``symmetry`` with the caller's ``output_key`` (a non-Symmetry is left for the probes to reject)."""
+    return symmetry.with_output_key(output_key) if isinstance(symmetry, Symmetry) else symmetry
+
+
 def audit(
     model: Callable,
     x: Tensor,
@@ -53,6 +58,7 @@ def audit(
     layers: Union[bool, Sequence[str]] = False,
     gradients: bool = False,
     loss_fn: Optional[Callable] = None,
+    output_key: OutputKey = None,
 ) -> AuditReport:
     """Measure ``model`` under ``symmetry`` on ``x`` and summarise it as an :class:`AuditReport`.
 
@@ -68,6 +74,8 @@ def audit(
         layers: add the layer-wise section (``True``: leaf modules; or a list of module names).
         gradients: add the gradient section, with ``loss_fn(output, labels)`` (default: cross-entropy with
             ``labels`` when given, else the squared output).
+        output_key: which part of the model's output to compare (a key, an index or a callable; see
+            :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
 
     Example:
         >>> import torch, eqmonitor as eqm
@@ -76,6 +84,7 @@ def audit(
         >>> eqm.audit(model, torch.randn(8, 1, 28, 28), sym).verdict
         'exact'
     """
+    symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
     orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
@@ -112,17 +121,20 @@ def assert_equivariant(
     tolerance: Optional[float] = None,
     labels: Optional[Tensor] = None,
     max_batch: Union[int, str] = "auto",
+    output_key: OutputKey = None,
 ) -> OrbitErrors:
     """Assert that ``model`` respects ``symmetry`` on ``x``; return the errors.
 
     The relative error of every (sample, element) pair must be below ``tolerance``, by default the top of the
     ``excellent`` band for the **model's** dtype (1e-4 for float32, 1e-9 for float64). Elements default to the
-    group's ``testing_elements()`` (for image rotations, the exact quarter turns).
+    group's ``testing_elements()`` (for image rotations, the exact quarter turns). ``output_key`` selects the
+    compared part of the model's output, as in :func:`audit`.
 
     Raises:
         AssertionError: with the worst element, its error and the per-element table.
     """
     __tracebackhide__ = True
+    symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = symmetry.group.testing_elements()
     orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)

@@ -20,7 +20,7 @@ from eqmonitor.functional._metric_stats import _STATS, _orbit_stats_compute, _or
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups import _as_elements
 from eqmonitor.results import OrbitErrors
-from eqmonitor.symmetry import Symmetry
+from eqmonitor.symmetry import OutputKey, Symmetry
 
 __all__ = ["EquivarianceError"]
 
@@ -58,6 +58,8 @@ class EquivarianceError(Metric):
         max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
         keep_samples: also keep every per-sample row ``[N, K]`` (a ``"cat"`` state: memory grows with the data).
         validate_args: check arguments here and tensors on every update.
+        output_key: which part of the model's output to compare (a key, an index or a callable; see
+            :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
         kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -105,6 +107,7 @@ class EquivarianceError(Metric):
         max_batch: Union[int, str] = "auto",
         keep_samples: bool = False,
         validate_args: bool = True,
+        output_key: OutputKey = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +115,7 @@ class EquivarianceError(Metric):
             symmetry = Symmetry.from_spec(**symmetry)
         if validate_args:
             self._validate(symmetry, n_elements, which, max_batch, keep_samples)
+        symmetry = symmetry.with_output_key(output_key)
         self.symmetry, self.which, self.max_batch = symmetry, which, max_batch
         self.keep_samples, self.validate_args = keep_samples, validate_args
         if elements is None:

@@ -36,10 +36,10 @@ INFERENCE_MODE_MESSAGE = (
 
 
 def _loss_and_grads(
-    model: nn.Module, z: Tensor, target: Optional[Tensor], loss_fn: Callable, params: list[Tensor]
+    model: nn.Module, symmetry: Symmetry, z: Tensor, target: Optional[Tensor], loss_fn: Callable, params: list[Tensor]
 ) -> tuple[Tensor, list[Tensor]]:
     z = z.detach().requires_grad_(True)
-    loss = loss_fn(model(z), target)
+    loss = loss_fn(symmetry.select_output(model(z)), target)
     if loss.ndim:
         loss = loss.sum()
     grads = torch.autograd.grad(loss, [z, *params], allow_unused=True)
@@ -62,8 +62,9 @@ def gradient_errors(
     Args:
         model: the model (left exactly as found: ``.grad``, flags, RNG).
         x: ``[N, ...]`` samples; ``elements``: ``[K, p]``.
-        loss_fn: ``loss_fn(output, target) -> scalar or [N]``; ``target`` is ``labels`` moved by the output action
-            (``None`` stays ``None``: e.g. ``lambda out, _: out.square().sum()``).
+        loss_fn: ``loss_fn(output, target) -> scalar or [N]``, on the output the symmetry's ``output_key`` selects;
+            ``target`` is ``labels`` moved by the output action (``None`` stays ``None``: e.g.
+            ``lambda out, _: out.square().sum()``).
         labels: ``[N, ...]`` targets for the loss.
         tolerance: relative error above which a gradient counts as broken (default: the dtype's ``excellent`` top).
 
@@ -89,7 +90,7 @@ def gradient_errors(
     dtype = model_dtype(model) or x.dtype
     with isolated(model, grad=True):
         x0 = phi.prepare(group, x)
-        gx_ref, gp_ref = _loss_and_grads(model, x0, labels, loss_fn, params)
+        gx_ref, gp_ref = _loss_and_grads(model, symmetry, x0, labels, loss_fn, params)
         input_err = torch.empty(n, k, dtype=_F64, device=x.device)
         param_err = torch.empty(len(params), k, dtype=_F64, device=x.device)
         for i in range(k):
@@ -97,7 +98,7 @@ def gradient_errors(
             target = labels
             if labels is not None and not phi_out.is_identity:
                 target = phi_out(group, g, labels)
-            gz, gp = _loss_and_grads(model, phi(group, g, x0), target, loss_fn, params)
+            gz, gp = _loss_and_grads(model, symmetry, phi(group, g, x0), target, loss_fn, params)
             expected = phi(group, g, gx_ref)
             input_err[:, i] = relative(gz.to(_F64), expected.to(_F64))
             for j, (a, b) in enumerate(zip(gp, gp_ref)):

@@ -192,7 +192,9 @@ def layer_errors(
     """Cumulative and isolated errors of each chosen layer of ``model``, ``[L, N, K]`` each, and the first failing one.
 
     Args:
-        model: an ``nn.Module`` (left exactly as found; hooks are removed even when the model raises).
+        model: an ``nn.Module`` (left exactly as found; hooks are removed even when the model raises). Its output
+            may be a tuple, dict or ``ModelOutput``: only the layers' tensors are compared (a symmetry's
+            ``output_key`` is checked to fit the output, so a wrong one fails here as in the other probes).
         x: ``[N, ...]`` samples; ``symmetry``, ``elements``: as for :func:`~eqmonitor.functional.orbit_errors`.
         layers: ``None`` (leaf modules but identities and dropouts; attention blocks and modules with a feature
             adapter whole), a list of module names, or ``fn(name, module)``.
@@ -227,7 +229,9 @@ def layer_errors(
     try:
         with isolated(model, train=mode == "train"):
             x0 = phi.prepare(group, x)
-            model(x0)
+            out = model(x0)
+            if symmetry.output_key is not None:  # not compared here, but a selector that does not fit is an error
+                symmetry.select_output(out)
             names = list(recorder.order)
             at_x = {nm: recorder.outputs[nm] for nm in names}
             inputs_x = {nm: recorder.inputs[nm] for nm in names}

@@ -174,8 +174,11 @@ def _compose(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
     return run
 
 
-def _chain(model: nn.Module, x0: Tensor, names: Sequence[str]) -> tuple[list[tuple[str, nn.Module]], Tensor]:
-    """The chosen layers in forward order, checked to form the model's whole forward ``f_n ∘ … ∘ f_1``."""
+def _chain(
+    model: nn.Module, symmetry: Symmetry, x0: Tensor, names: Sequence[str]
+) -> tuple[list[tuple[str, nn.Module]], Tensor]:
+    """The chosen layers in forward order, checked to form the model's whole forward ``f_n ∘ … ∘ f_1`` (up to the
+    selected output: a model returning ``{"logits": f_n(…)}`` with ``output_key="logits"`` is a chain)."""
     named = dict(model.named_modules())
     calls: list[tuple[str, tuple, dict, object]] = []
 
@@ -187,7 +190,7 @@ def _chain(model: nn.Module, x0: Tensor, names: Sequence[str]) -> tuple[list[tup
 
     handles = [named[n].register_forward_hook(hook(n), with_kwargs=True) for n in names]
     try:
-        y = model(x0)
+        y = symmetry.select_output(model(x0))
     finally:
         for h in handles:
             h.remove()
@@ -211,7 +214,9 @@ def _chain(model: nn.Module, x0: Tensor, names: Sequence[str]) -> tuple[list[tup
             raise ValueError(f"The input of layer {name!r} is not {where} (or it is not one tensor). {hint}")
         prev = output
     if y is not prev:
-        raise ValueError(f"The model's output is not the output of the last layer {calls[-1][0]!r}. {hint}")
+        last = calls[-1][0]
+        raise ValueError(f"The model's output is not the output of the last layer {last!r} (as `output_key` picks it). "
+                         f"{hint}")  # fmt: skip
     return [(c[0], named[c[0]]) for c in calls], y
 
 
@@ -255,15 +260,13 @@ def _lie_derivative_update(
     tau0 = phi.prepare(
         group, image_tangent(x, generator, padding=phi.padding, vector_field=isinstance(phi, VectorField))
     )
-    y, jv, method = _jvp(model, x0, tau0)
-    if not isinstance(y, Tensor):
-        raise TypeError(f"The model returned a {type(y).__name__}; wrap it so that it returns the tensor to check.")
+    y, jv, method = _jvp(lambda u: symmetry.select_output(model(u)), x0, tau0)
     phi_out.check(group, y, "output")
     derivative = _mask_output(symmetry, jv.to(_F64) - _output_tangent(symmetry, generator, y))
     state = {"derivative": derivative, "output": phi_out.prepare(group, y.to(_F64)), "method": method}
     contributions, local = {}, {}
     if layers is not None:
-        chain, _ = _chain(model, x0, layers)
+        chain, _ = _chain(model, symmetry, x0, layers)
         u, tau_in, steps = x0, tau0, []
         for i, (name, module) in enumerate(chain):
             out, jt, m = _jvp(module, u, tau_in)
@@ -336,7 +339,8 @@ def lie_derivative(
         :class:`LieDerivative` (``total [N]``, ``derivative [N, ...]`` float64, ``contributions``).
 
     Raises:
-        TypeError: non-image input action, ``x`` not a tensor or not in the model's dtype, a non-tensor output.
+        TypeError: non-image input action, ``x`` not a tensor or not in the model's dtype, a non-tensor output
+            that no ``output_key`` selects a tensor from.
         ValueError: unknown generator or layer names; layers that are not the model's forward chain; bad ``x``.
         NotImplementedError: an output action other than invariant or image (e.g. points, boxes).
         RuntimeError: a layer output whose tangent cannot be derived; an output the output action cannot act on.

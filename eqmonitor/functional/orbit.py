@@ -75,12 +75,8 @@ def _orbit_errors_tensor_validation(
     return x.to(device), elements, labels
 
 
-def _check_output(y: object, symmetry: Symmetry) -> Tensor:
-    if not isinstance(y, Tensor):
-        raise TypeError(
-            f"The model returned a {type(y).__name__}, but eqmonitor compares tensors; wrap the model so that it "
-            "returns the tensor to check (e.g. `lambda x: model(x)['logits']`)."
-        )
+def _check_output(y: Tensor, symmetry: Symmetry) -> Tensor:
+    """Check a selected output ``y`` against the symmetry's output action (shape kept, class scores if needed)."""
     symmetry.output_action.check(symmetry.group, y, "output")
     ident = symmetry.group.identity(y.device).expand(y.shape[0], -1)
     moved = symmetry.output_action(symmetry.group, ident, y.to(_F64))
@@ -98,8 +94,8 @@ def _check_output(y: object, symmetry: Symmetry) -> Tensor:
 
 
 def _forward_chunks(model: Callable, x: Tensor, chunk: int, symmetry: Symmetry) -> Tensor:
-    """``h(x)`` in chunks, checked against the symmetry's output action."""
-    outs = [model(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+    """``h(x)`` (the selected output) in chunks, checked against the symmetry's output action."""
+    outs = [symmetry.select_output(model(x[i : i + chunk])) for i in range(0, x.shape[0], chunk)]
     _check_output(outs[0], symmetry)
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -183,7 +179,7 @@ def _orbit_errors_update(
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         xt, ks, rows = step_input(start, stop)
-        actual = phi_out.prepare(group, model(xt).to(_F64))
+        actual = phi_out.prepare(group, symmetry.select_output(model(xt)).to(_F64))
         if actual.shape[1:] != y0.shape[1:]:
             raise RuntimeError(
                 f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
@@ -260,7 +256,8 @@ def orbit_errors(
     """Errors of ``model`` under ``symmetry`` for every sample of ``x [N, ...]`` and element ``elements [K, p]``.
 
     Args:
-        model: an ``nn.Module`` (or a callable) mapping a batch to a tensor.
+        model: an ``nn.Module`` (or a callable) mapping a batch to a tensor, or to an output that the symmetry's
+            ``output_key`` picks the tensor out of (a tuple, a dict, a ``ModelOutput``).
         x: the samples, on any device (moved to the model's).
         symmetry: the symmetry to test.
         elements: ``[K, p]`` group elements (``[K]`` for one-parameter groups).
@@ -274,8 +271,10 @@ def orbit_errors(
         :class:`~eqmonitor.results.OrbitErrors` with ``errors [N, K]`` on the model's device.
 
     Raises:
-        TypeError: ``x`` or the model's output is not a tensor, or ``x``'s dtype is not the model's.
-        ValueError: empty ``x``, non-finite ``x``, malformed elements or labels.
+        TypeError: ``x`` is not a tensor, the model's output is not one and no ``output_key`` selects one, or
+            ``x``'s dtype is not the model's.
+        ValueError: empty ``x``, non-finite ``x``, malformed elements or labels, or an ``output_key`` the output
+            does not have (an index out of range, a missing key).
         RuntimeError: an action cannot act on the input or output (the message says which and why).
 
     Example:
