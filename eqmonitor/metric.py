@@ -45,7 +45,9 @@ class EquivarianceError(Metric):
     ``update(model, x [N, ...], labels [N])`` or ``update(errors: OrbitErrors)`` → ``compute()``: a dict with
     ``mean``, ``max``, ``std`` (scalars), ``per_element_mean``, ``per_element_max``, ``per_element_std`` ``[K]``,
     ``nonfinite`` (count of pairs with NaN/Inf, left out of everything else), ``flip_rate`` (class-score outputs
-    only), ``elements [K, p]`` and, with ``keep_samples``, ``samples [N_total, K]``.
+    only: the fraction of pairs with finite outputs whose top-1 class changed, NaN if none), ``elements [K, p]``
+    and, with ``keep_samples``, ``samples [N_total, K]``. The same statistics of one result:
+    :meth:`OrbitErrors.statistics <eqmonitor.results.OrbitErrors.statistics>`.
 
     Args:
         symmetry: a :class:`~eqmonitor.symmetry.Symmetry`, or a dict of
@@ -94,6 +96,7 @@ class EquivarianceError(Metric):
     nonfinite: Tensor
     flips: Tensor
     flip_count: Tensor
+    flip_pairs: Tensor
     samples: list
 
     def __init__(
@@ -170,7 +173,7 @@ class EquivarianceError(Metric):
     def compute(self) -> dict[str, Tensor]:
         """The summary dict (see the class docstring); NaN where no finite pair was seen."""
         state = {name: getattr(self, name) for name in _STATS}
-        out = _orbit_stats_compute(**state, with_flips=bool(self.flip_count.sum() > 0))
+        out = _orbit_stats_compute(**state)
         out["elements"] = self.elements.to(self.device)
         if self.keep_samples:
             out["samples"] = dim_zero_cat(self.samples) if len(self.samples) else self.max.new_zeros(0, len(self.max))

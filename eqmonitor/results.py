@@ -13,8 +13,16 @@ from eqmonitor.groups import Group
 __all__ = ["GradientErrors", "LayerErrors", "OrbitErrors"]
 
 
+_F64 = torch.float64
+
+
 def _nan_where(values: Tensor, mask: Tensor) -> Tensor:
     return values.masked_fill(mask, float("nan"))
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """0-d float64 mean of ``values`` where ``mask`` (NaN where it selects nothing), without a host sync."""
+    return values.to(_F64).masked_fill(~mask, 0.0).sum() / mask.sum().to(_F64)
 
 
 @dataclass(frozen=True)
@@ -25,17 +33,23 @@ class OrbitErrors:
         errors: ``[N, K]`` the symmetry's chosen distance.
         abs_errors: ``[N, K]`` max-abs error ``max |a − b|`` (e3nn's measure).
         rel_errors: ``[N, K]`` relative error ``‖a − b‖ / ‖b‖`` (what verdicts use).
-        nonfinite: ``bool [N, K]``: the output (or the expected output) had NaN/Inf; those entries are NaN above and
-            are left out of every statistic, and counted in ``n_nonfinite``.
+        nonfinite: ``bool [N, K]``: the output (or the expected output) had NaN/Inf; every per-pair table is NaN
+            there, and those pairs are left out of every statistic and counted in ``n_nonfinite``.
         elements: ``[K, p]`` the group elements.
         exact: ``bool [K]`` elements applied without interpolation (input and output actions).
         input_floor: ``[K]`` the input action's noise floor ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖`` (mean over samples).
         output_floor: ``[K]`` the same for the output action, ``None`` for an invariant output.
-        flips: ``bool [N, K]`` top-1 class changed (class-score outputs of invariant symmetries), else ``None``.
+        flips: ``float64 [N, K]``: 1 where the top-1 class changed, 0 where not, NaN at non-finite pairs (undefined
+            there: a NaN output has no top class); class-score outputs of invariant symmetries, else ``None``.
         confidence: ``[N, K]`` softmax confidence of the true class at each element (with labels), else ``None``.
         confidence_ref: ``[N]`` the same at the untransformed input, else ``None``.
         group: the group; ``distance``: the distance's name; ``symmetry``: the symmetry's name.
         dtype: the model's dtype (sets the verdict bands).
+
+    Statistics (:meth:`mean`, :meth:`max`, :meth:`quantile`, :meth:`exact_mean`, :meth:`interp_mean`,
+    :meth:`nonfinite_fraction`, :meth:`flip_rate`, all of them at once with :meth:`statistics`) are 0-d float64
+    tensors on the results' device, over the *finite* pairs (:meth:`finite`), NaN when there is none; they agree
+    with :class:`~eqmonitor.metric.EquivarianceError` on the same data, and stack into one host transfer.
     """
 
     errors: Tensor
@@ -76,21 +90,77 @@ class OrbitErrors:
         }
         return replace(self, **moved)
 
+    def finite(self, which: str = "errors") -> Tensor:
+        """``bool [N, K]``: the pairs every statistic is over: finite outputs (not ``nonfinite``) and a finite value
+        in the ``which`` table (the distance can still overflow, e.g. a custom one)."""
+        return ~self.nonfinite & torch.isfinite(getattr(self, which))
+
     def values(self, which: str = "errors") -> Tensor:
-        """``[N, K]`` errors of one kind (``"errors"``, ``"abs_errors"``, ``"rel_errors"``) with non-finite as NaN."""
-        return _nan_where(getattr(self, which), self.nonfinite)
+        """``[N, K]`` errors of one kind (``"errors"``, ``"abs_errors"``, ``"rel_errors"``), NaN where not
+        :meth:`finite`."""
+        return _nan_where(getattr(self, which), ~self.finite(which))
 
     def mean(self, which: str = "errors") -> Tensor:
-        """Mean over the finite entries (NaN if there are none)."""
-        return self.values(which).nanmean()
+        """Mean over the finite pairs (NaN if there are none)."""
+        return _masked_mean(getattr(self, which), self.finite(which))
 
     def max(self, which: str = "errors") -> Tensor:
-        v = self.values(which)
-        finite = v[~v.isnan()]
-        return finite.max() if finite.numel() else torch.tensor(float("nan"), dtype=v.dtype, device=v.device)
+        """Largest finite value (NaN if there are none)."""
+        ok = self.finite(which)
+        top = getattr(self, which).to(_F64).masked_fill(~ok, -float("inf")).amax()
+        return torch.where(ok.any(), top, torch.full_like(top, float("nan")))
 
     def quantile(self, q: float, which: str = "errors") -> Tensor:
-        return torch.nanquantile(self.values(which).flatten(), q)
+        """The ``q``-quantile (linear interpolation, as ``torch.quantile``) of the finite values (NaN if none)."""
+        return torch.nanquantile(self.values(which).to(_F64).flatten(), q)
+
+    def exact_mean(self, which: str = "errors") -> Tensor:
+        """Mean over the finite pairs at exact elements (NaN if none: no exact element, or none finite)."""
+        return _masked_mean(getattr(self, which), self.finite(which) & self.exact.to(self.nonfinite.device)[None])
+
+    def interp_mean(self, which: str = "errors") -> Tensor:
+        """Mean over the finite pairs at interpolated elements (NaN if none)."""
+        return _masked_mean(getattr(self, which), self.finite(which) & ~self.exact.to(self.nonfinite.device)[None])
+
+    def nonfinite_count(self, which: str = "errors") -> Tensor:
+        """Number of pairs left out (not :meth:`finite`), as 0-d float64: ``EquivarianceError``'s ``nonfinite``."""
+        return (~self.finite(which)).sum().to(_F64)
+
+    def nonfinite_fraction(self, which: str = "errors") -> Tensor:
+        """Fraction of pairs left out (not :meth:`finite`), 0-d float64."""
+        return self.nonfinite_count(which) / self.nonfinite.numel()
+
+    def flip_rate(self) -> Optional[Tensor]:
+        """Fraction of the pairs with finite outputs whose top-1 class changed (0-d float64, NaN if there are none);
+        ``None`` if the outputs are not class scores."""
+        if self.flips is None:
+            return None
+        return _masked_mean(self.flips, ~self.nonfinite & ~self.flips.isnan())
+
+    def statistics(self, which: str = "errors") -> dict[str, Tensor]:
+        """``{"mean", "max", "p95", "nonfinite", "exact_mean", "interp_mean"[, "flip_rate"]}``, 0-d float64 tensors
+        on the results' device (``nonfinite``: the fraction; ``flip_rate`` for class-score outputs only), e.g.
+        ``torch.stack(list(stats.values())).tolist()`` for one host transfer. ``exact_mean`` / ``interp_mean`` are
+        NaN when there is no element of that kind (``self.exact`` tells).
+
+        Example:
+            >>> import torch, eqmonitor as eqm
+            >>> sym = eqm.Symmetry.from_spec(group="c4", error="max_abs")
+            >>> res = eqm.functional.orbit_errors(lambda x: x[:, :, 0, 0], torch.eye(2)[None, None], sym, [0, 1])
+            >>> {k: v.item() for k, v in res.statistics().items()}
+            {'mean': 0.5, 'max': 1.0, 'p95': 0.95, 'nonfinite': 0.0, 'exact_mean': 0.5, 'interp_mean': nan}
+        """
+        out = {
+            "mean": self.mean(which),
+            "max": self.max(which),
+            "p95": self.quantile(0.95, which),
+            "nonfinite": self.nonfinite_fraction(which),
+            "exact_mean": self.exact_mean(which),
+            "interp_mean": self.interp_mean(which),
+        }
+        if self.flips is not None:
+            out["flip_rate"] = self.flip_rate()
+        return out
 
     def per_element(self, which: str = "errors") -> Tensor:
         """``[K]`` mean over samples at each element (the aggregate NERO curve)."""
@@ -99,10 +169,6 @@ class OrbitErrors:
     def per_sample(self, which: str = "errors") -> Tensor:
         """``[N]`` mean over elements for each sample."""
         return self.values(which).nanmean(1)
-
-    def flip_rate(self) -> Optional[Tensor]:
-        """Fraction of (sample, element) pairs whose top-1 class changed, ``None`` if not a classifier."""
-        return None if self.flips is None else self.flips.double().mean()
 
     def worst(self, which: str = "errors") -> tuple[int, int, float]:
         """``(sample index, element index, value)`` of the largest finite error."""

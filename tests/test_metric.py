@@ -147,6 +147,115 @@ def test_flip_rate_only_for_class_scores():
     assert "flip_rate" not in regression.compute()
 
 
+class LinearNaNWhere(nn.Module):
+    """A linear classifier on the pixels (its top class changes under rotations), NaN where the top-left pixel is
+    above 0.5 (so at some elements only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(144, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(x.flatten(1))
+        return torch.where((x[:, 0, 0, 0] > 0.5)[:, None], torch.full_like(y, float("nan")), y)
+
+
+class AllNaN(nn.Module):
+    """A classifier whose every output is NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 3), float("nan"))
+
+
+def _naive_flip_rate(model, x: torch.Tensor, metric: EquivarianceError) -> float:
+    """Pair by pair: the fraction of pairs with finite outputs whose top-1 class changed (NaN when none)."""
+    sym = metric.symmetry
+    x0 = sym.input_action.prepare(sym.group, x)
+    ref = model(x0)
+    flips = count = 0
+    for g in metric.elements:
+        out = model(sym.input_action(sym.group, g[None].expand(x.shape[0], -1), x0))
+        ok = torch.isfinite(out).all(1) & torch.isfinite(ref).all(1)
+        flips += int((ok & (out.argmax(1) != ref.argmax(1))).sum())
+        count += int(ok.sum())
+    return flips / count if count else float("nan")
+
+
+@pytest.mark.parametrize("kind", ["partly_nan", "all_nan"])
+def test_orbit_error_statistics_agree_with_the_metric(kind):
+    torch.manual_seed(0)
+    model, x = (LinearNaNWhere().eval() if kind == "partly_nan" else AllNaN()), _data(16)
+    metric = EquivarianceError(C4, max_batch=32)
+    with torch.no_grad():
+        metric.update(model, x)
+        res = orbit_errors(model, x, metric.symmetry, metric.elements, max_batch=32)
+        naive_flips = _naive_flip_rate(model, x, metric)
+    out, stats = metric.compute(), res.statistics()
+    assert set(stats) == {"mean", "max", "p95", "nonfinite", "exact_mean", "interp_mean", "flip_rate"}
+    assert all(v.dtype == torch.float64 and v.ndim == 0 for v in stats.values())
+    pairs = res.errors.numel()
+    assert int(res.nonfinite_count()) == int(out["nonfinite"]) == res.n_nonfinite
+    assert float(stats["nonfinite"]) == int(out["nonfinite"]) / pairs
+    for key in ("mean", "max", "flip_rate"):
+        torch.testing.assert_close(stats[key], out[key].double(), rtol=1e-12, atol=0, equal_nan=True, msg=key)
+    torch.testing.assert_close(stats["flip_rate"].item(), naive_flips, rtol=1e-12, atol=0, equal_nan=True)
+    if kind == "partly_nan":
+        assert 0 < res.n_nonfinite < pairs and 0 < naive_flips < 1
+        finite = res.errors[~res.nonfinite]
+        torch.testing.assert_close(stats["p95"], torch.quantile(finite, 0.95), rtol=0, atol=0)
+        torch.testing.assert_close(stats["exact_mean"], stats["mean"], rtol=0, atol=0)  # C4: every element exact
+        assert stats["interp_mean"].isnan()
+    else:
+        assert int(out["nonfinite"]) == pairs and float(stats["nonfinite"]) == 1.0
+        assert res.flips.isnan().all()  # undefined, not "no flip"
+        for key in ("mean", "max", "p95", "exact_mean", "interp_mean", "flip_rate"):
+            assert stats[key].isnan(), key
+        assert out["mean"].isnan() and out["max"].isnan() and out["flip_rate"].isnan()
+
+
+def test_exact_and_interpolated_means_split_the_pairs():
+    model, x = _cnn(), _data(8)
+    res = orbit_errors(model, x, EquivarianceError(ROT).symmetry, eqm.groups.SO2().grid(8))
+    assert res.exact.any() and not res.exact.all()
+    torch.testing.assert_close(res.exact_mean(), res.subset(res.exact).errors.mean().double(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(res.interp_mean(), res.subset(~res.exact).errors.mean().double(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(res.mean(), res.errors.mean().double(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(res.quantile(0.95), torch.quantile(res.errors.flatten(), 0.95), rtol=0, atol=0)
+
+
+def test_flip_stats_leave_out_nonfinite_and_undefined_pairs():
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=torch.float64)
+    nonfinite = torch.tensor([[False, True], [False, False], [False, False]])
+    flips = torch.tensor([[1.0, 1.0], [float("nan"), 0.0], [0.0, 1.0]], dtype=torch.float64)
+    stats = _orbit_stats_update(values, nonfinite, flips)
+    assert stats["flips"].tolist() == [1, 1] and stats["flip_count"].tolist() == [2, 2]
+    assert stats["flip_pairs"].tolist() == [3, 3]
+    assert _orbit_stats_compute(**stats)["flip_rate"].item() == 0.5
+    none = _orbit_stats_update(values, torch.ones(3, 2, dtype=torch.bool), flips)
+    assert _orbit_stats_compute(**none)["flip_rate"].isnan()  # a classifier with no finite pair: NaN, not absent
+    assert "flip_rate" not in _orbit_stats_compute(**_orbit_stats_update(values, nonfinite))
+
+
+def test_update_with_a_dict_output_model():
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _cnn()
+
+        def forward(self, x):
+            return {"logits": self.net(x), "features": x.flatten(1)}
+
+    model, x = DictModel().eval(), _data(8)
+    keyed = EquivarianceError({**C4, "output_key": "logits"}, max_batch=16)
+    keyed.update(model, x)
+    plain = EquivarianceError(C4, max_batch=16)
+    plain.update(model.net, x)
+    for key, value in plain.compute().items():
+        torch.testing.assert_close(keyed.compute()[key], value, rtol=0, atol=0, msg=key)
+    with pytest.raises(TypeError, match="pass `output_key=`"):
+        EquivarianceError(C4).update(model, x)
+
+
 def test_keep_samples_concatenates_rows():
     model, x = _cnn(), _data(10)
     metric = EquivarianceError(C4, keep_samples=True)

@@ -23,6 +23,7 @@ _STATS = {
     "nonfinite": "sum",
     "flips": "sum",
     "flip_count": "sum",
+    "flip_pairs": "sum",
 }
 
 
@@ -39,16 +40,20 @@ def _orbit_stats_update(values: Tensor, nonfinite: Tensor, flips: Optional[Tenso
     """Statistics ``[K]`` of one table ``values [N, K]`` (one sample per row, one element per column).
 
     A pair counts as non-finite when ``nonfinite [N, K]`` marks it (NaN/Inf model output) or its value is not
-    finite; such pairs are left out of ``sum``, ``sum_sq``, ``count``, ``max`` and the flip statistics.
+    finite; such pairs are left out of ``sum``, ``sum_sq``, ``count`` and ``max``. Flips are counted over the pairs
+    whose outputs were finite (not ``nonfinite``) and whose flip is defined (not NaN), as
+    :meth:`OrbitErrors.flip_rate <eqmonitor.results.OrbitErrors.flip_rate>` does.
 
     Args:
         values: ``[N, K]`` errors.
         nonfinite: ``bool [N, K]`` pairs whose output was not finite.
-        flips: ``bool [N, K]`` top-1 changes, or ``None`` (then ``flips`` and ``flip_count`` are zero).
+        flips: ``[N, K]`` top-1 changes (bool, or float64 with NaN where undefined), or ``None`` (then ``flips``,
+            ``flip_count`` and ``flip_pairs`` are zero).
 
     Returns:
-        ``{"sum", "sum_sq", "max": float64 [K], "count", "nonfinite", "flips", "flip_count": int64 [K]}`` on the
-        device of ``values``.
+        ``{"sum", "sum_sq", "max": float64 [K], "count", "nonfinite", "flips", "flip_count", "flip_pairs": int64
+        [K]}`` on the device of ``values`` (``flip_pairs``: all pairs with a flip table, finite or not, so that a
+        classifier whose every output was NaN still reports a (NaN) flip rate).
 
     Example:
         >>> v = torch.tensor([[0.0, 1.0], [2.0, float("nan")]])
@@ -73,10 +78,13 @@ def _orbit_stats_update(values: Tensor, nonfinite: Tensor, flips: Optional[Tenso
         "nonfinite": bad.sum(0),
     }
     if flips is None:
-        out["flips"] = out["flip_count"] = torch.zeros_like(out["count"])
+        out["flips"] = out["flip_count"] = out["flip_pairs"] = torch.zeros_like(out["count"])
     else:
-        out["flips"] = (flips.to(torch.bool) & ok).sum(0)
-        out["flip_count"] = out["count"]
+        f = flips.detach()
+        defined = ~nonfinite.to(torch.bool) & (~f.isnan() if f.is_floating_point() else True)
+        out["flips"] = ((f != 0) & defined).sum(0)
+        out["flip_count"] = defined.sum(0)
+        out["flip_pairs"] = torch.full_like(out["count"], values.shape[0])
     return out
 
 
@@ -88,7 +96,8 @@ def _orbit_stats_compute(
     nonfinite: Tensor,
     flips: Tensor,
     flip_count: Tensor,
-    with_flips: bool = False,
+    flip_pairs: Optional[Tensor] = None,
+    with_flips: Optional[bool] = None,
 ) -> dict[str, Tensor]:
     """Summaries of accumulated statistics ``[K]``; NaN where there is no finite value.
 
@@ -97,8 +106,8 @@ def _orbit_stats_compute(
 
     Returns:
         ``mean``, ``max``, ``std`` (scalars), ``per_element_mean``, ``per_element_max``, ``per_element_std`` ``[K]``,
-        ``nonfinite`` (int64 scalar count) and, if ``with_flips``, ``flip_rate`` (fraction of finite pairs whose
-        top-1 class changed).
+        ``nonfinite`` (int64 scalar count) and, if ``with_flips`` (default: whether ``flip_pairs`` counts any pair),
+        ``flip_rate`` (fraction of the pairs with finite outputs whose top-1 class changed; NaN if none).
 
     Example:
         >>> s = _orbit_stats_update(torch.tensor([[0.0, 1.0], [2.0, 5.0]]), torch.zeros(2, 2, dtype=torch.bool))
@@ -121,6 +130,8 @@ def _orbit_stats_compute(
         "per_element_std": (sum_sq / n - per_mean.square()).clamp_min(0.0).sqrt(),
         "nonfinite": nonfinite.sum(),
     }
+    if with_flips is None:
+        with_flips = flip_pairs is not None and bool(flip_pairs.sum() > 0)
     if with_flips:
         out["flip_rate"] = flips.sum().to(_F64) / flip_count.sum().to(_F64)
     return out

@@ -10,12 +10,21 @@ reduced over all output components.
 - ``kl``: ``KL(softmax(b) ‖ softmax(a))`` over the class dimension 1 (logits), averaged over any other dimensions
 - ``flip``: top-1 disagreement over dimension 1, in ``{0, 1}`` (a fraction for dense outputs)
 - ``confidence``: ``|p_y(a) − p_y(b)|``, the change in the softmax confidence of the true class ``y`` (NERO; labels)
+
+The norm-based distances (``relative``, ``max_abs``, ``rms``, ``symmetric_relative``) divide both operands by a
+per-sample power of two ``s = 2^e`` near ``max(|a|, |b|)`` before subtracting and taking norms, then scale back
+(``relative`` and ``symmetric_relative`` are ratios: ``ε`` becomes ``ε / s``). Scaling by a power of two is exact, so
+on ordinary values the results are bit-for-bit those of the plain formulas, while finite outputs near the dtype's
+largest values (``‖a − b‖₂`` of float64 outputs near ``1e300`` overflows) give finite errors. A sample whose ``a`` or
+``b`` holds NaN/Inf gives NaN.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+import math
+from typing import Callable, NamedTuple, Optional, Union
 
+import torch
 from torch import Tensor
 
 __all__ = ["DISTANCES", "Distance", "resolve_distance"]
@@ -25,21 +34,74 @@ EPS = 1e-12
 Distance = Callable[..., Tensor]
 
 
+class _Scaled(NamedTuple):
+    """Both operands ``[B, D]`` divided by the per-sample power of two ``scale [B]`` (its inverse: ``inv``)."""
+
+    a: Tensor
+    b: Tensor
+    scale: Tensor
+    inv: Tensor
+    finite: Tensor  # bool [B]: every component of a and b is finite
+
+
+def _pow2(k: Tensor, dtype: torch.dtype) -> Tensor:
+    """Exactly ``2**k`` for int64 ``k`` in the normal exponent range (built from the float64 exponent bits)."""
+    return ((k + 1023) << 52).view(torch.float64).to(dtype)
+
+
+def _scaled(actual: Tensor, expected: Tensor) -> _Scaled:
+    """``actual``, ``expected`` flattened to ``[B, D]`` and divided by ``2^e``, ``e`` the exponent of the sample's
+    largest magnitude over both (clamped so that ``2^±e`` stay normal; 0 for non-finite or all-zero samples)."""
+    a, b = actual.flatten(1), expected.flatten(1)
+    if a.shape[1] == 0:
+        one = a.new_ones(a.shape[0])
+        return _Scaled(a, b, one, one, torch.ones_like(one, dtype=torch.bool))
+    peak = torch.maximum(a.abs().amax(1), b.abs().amax(1))  # NaN or Inf where either operand is
+    finite = torch.isfinite(peak)
+    limit = int(-math.log2(torch.finfo(a.dtype).tiny))  # 2^limit and 2^-limit are normal numbers
+    e = torch.where(finite, torch.frexp(peak).exponent.long(), 0).clamp(-limit, limit)
+    inv = _pow2(-e, a.dtype)
+    return _Scaled(a * inv.unsqueeze(1), b * inv.unsqueeze(1), _pow2(e, a.dtype), inv, finite)
+
+
+def _nan_unless(values: Tensor, finite: Tensor) -> Tensor:
+    return values.masked_fill(~finite, float("nan"))
+
+
+def _relative(p: _Scaled) -> Tensor:
+    return _nan_unless((p.a - p.b).norm(dim=1) / (p.b.norm(dim=1) + EPS * p.inv), p.finite)
+
+
+def _max_abs(p: _Scaled) -> Tensor:
+    return _nan_unless((p.a - p.b).abs().amax(dim=1) * p.scale, p.finite)
+
+
 def relative(actual: Tensor, expected: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-    return (actual - expected).flatten(1).norm(dim=1) / (expected.flatten(1).norm(dim=1) + EPS)
+    """``‖a − b‖₂ / (‖b‖₂ + ε)`` per sample, computed scaled (see the module docstring).
+
+    Example:
+        >>> a = torch.tensor([[3e300, 4e300]], dtype=torch.float64)
+        >>> relative(a, torch.zeros_like(a)).item() > 1e300, relative(2 * a, a).item()
+        (True, 1.0)
+    """
+    return _relative(_scaled(actual, expected))
 
 
 def max_abs(actual: Tensor, expected: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-    return (actual - expected).flatten(1).abs().amax(dim=1)
+    """``max |a − b|`` per sample, computed scaled (see the module docstring)."""
+    return _max_abs(_scaled(actual, expected))
 
 
 def rms(actual: Tensor, expected: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-    return (actual - expected).flatten(1).pow(2).mean(dim=1).sqrt()
+    """``sqrt(mean((a − b)²))`` per sample, computed scaled (see the module docstring)."""
+    p = _scaled(actual, expected)
+    return _nan_unless((p.a - p.b).pow(2).mean(dim=1).sqrt() * p.scale, p.finite)
 
 
 def symmetric_relative(actual: Tensor, expected: Tensor, labels: Optional[Tensor] = None) -> Tensor:
-    a, b = actual.flatten(1), expected.flatten(1)
-    return (a - b).norm(dim=1) / (a.norm(dim=1) + b.norm(dim=1) + EPS)
+    """``‖a − b‖ / (‖a‖ + ‖b‖ + ε)`` per sample, in ``[0, 1]``, computed scaled (see the module docstring)."""
+    p = _scaled(actual, expected)
+    return _nan_unless((p.a - p.b).norm(dim=1) / (p.a.norm(dim=1) + p.b.norm(dim=1) + EPS * p.inv), p.finite)
 
 
 def kl(actual: Tensor, expected: Tensor, labels: Optional[Tensor] = None) -> Tensor:

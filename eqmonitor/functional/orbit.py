@@ -18,7 +18,7 @@ from torch import Tensor
 
 from eqmonitor.functional._chunking import resolve_chunk_size
 from eqmonitor.functional._isolation import isolated, model_device, model_dtype
-from eqmonitor.functional.distances import max_abs, relative
+from eqmonitor.functional.distances import _max_abs, _relative, _scaled, max_abs, relative
 from eqmonitor.groups import _as_elements
 from eqmonitor.results import OrbitErrors
 from eqmonitor.symmetry import Symmetry
@@ -174,7 +174,7 @@ def _orbit_errors_update(
     total = n * k
     errors, abs_e, rel_e = (torch.empty(total, dtype=_F64, device=x.device) for _ in range(3))
     nonfinite = torch.empty(total, dtype=torch.bool, device=x.device)
-    flips = torch.empty(total, dtype=torch.bool, device=x.device) if classifier else None
+    flips = torch.empty(total, dtype=_F64, device=x.device) if classifier else None
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
@@ -190,12 +190,13 @@ def _orbit_errors_update(
         expected = ref if plan_out is None else phi_out.apply(group, plan_out, ks, ref, hint)
         lab = labels.index_select(0, rows) if labels is not None else None
         pos = ks * n + rows  # position in the element-major table of the caller's element order
-        errors[pos] = symmetry.distance(actual, expected, lab)
-        abs_e[pos] = max_abs(actual, expected)
-        rel_e[pos] = relative(actual, expected)
-        nonfinite[pos] = ~(torch.isfinite(actual).flatten(1).all(1) & torch.isfinite(expected).flatten(1).all(1))
+        pair = _scaled(actual, expected)  # one scaling for both tables (and the distance, when it is one of them)
+        rel_e[pos], abs_e[pos] = rel, ab = _relative(pair), _max_abs(pair)
+        dist = symmetry.distance
+        errors[pos] = rel if dist is relative else (ab if dist is max_abs else dist(actual, expected, lab))
+        nonfinite[pos] = ~pair.finite  # NaN/Inf in the output or the expected output
         if flips is not None:
-            flips[pos] = actual.argmax(1) != expected.argmax(1)
+            flips[pos] = (actual.argmax(1) != expected.argmax(1)).to(_F64)
         if conf is not None:
             conf[pos] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
 
@@ -223,17 +224,22 @@ def _orbit_errors_compute(state: dict, elements: Tensor, symmetry: Symmetry, dty
         return None if t is None else t.reshape(k, n).T.contiguous()
 
     nonfinite = table(state["nonfinite"])
+
+    def pairs(name: str) -> Optional[Tensor]:  # every per-pair table is NaN exactly at the non-finite pairs
+        t = table(state[name])
+        return None if t is None else t.masked_fill(nonfinite, float("nan"))
+
     return OrbitErrors(
-        errors=table(state["errors"]).masked_fill(nonfinite, float("nan")),
-        abs_errors=table(state["abs_errors"]).masked_fill(nonfinite, float("nan")),
-        rel_errors=table(state["rel_errors"]).masked_fill(nonfinite, float("nan")),
+        errors=pairs("errors"),
+        abs_errors=pairs("abs_errors"),
+        rel_errors=pairs("rel_errors"),
         nonfinite=nonfinite,
         elements=elements,
         exact=state["exact"],
         input_floor=state["input_floor"],
         output_floor=state["output_floor"],
-        flips=table(state["flips"]),
-        confidence=table(state["confidence"]),
+        flips=pairs("flips"),
+        confidence=pairs("confidence"),
         confidence_ref=state["confidence_ref"],
         group=symmetry.group,
         distance=symmetry.error_name,
