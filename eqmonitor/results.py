@@ -21,8 +21,9 @@ def _nan_where(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """0-d float64 mean of ``values`` where ``mask`` (NaN where it selects nothing), without a host sync."""
-    return values.to(_F64).masked_fill(~mask, 0.0).sum() / mask.sum().to(_F64)
+    """0-d float64 mean of ``values [N, K]`` where ``mask`` (NaN where it selects nothing), without a host sync;
+    summed per element first, in the order ``EquivarianceError`` sums, so that one update gives the same bits."""
+    return values.to(_F64).masked_fill(~mask, 0.0).sum(0).sum() / mask.sum().to(_F64)
 
 
 @dataclass(frozen=True)
