@@ -1,4 +1,4 @@
-"""NERO plots: a model's error (or confidence) along the orbit of its inputs, laid out by the group (DESIGN §6).
+"""NERO plots: a model's error (or confidence) along the orbit of its inputs, laid out by the group.
 
 Pure functions of result objects (:class:`~eqmonitor.results.OrbitErrors`, :class:`~eqmonitor.results.LayerErrors`)
 that return a :class:`matplotlib.figure.Figure` (never pyplot; render with
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqmonitor.plots.render import _colors, _Curve, _draw, _layout, _legend_labels, _reference, _root, new_figure
+from eqmonitor.plots.canvas import _colors, _legend_labels, new_figure, pca_2d
+from eqmonitor.plots.render import _Curve, _draw, _layout, _reference, _root
 from eqmonitor.results import LayerErrors, OrbitErrors
 
 __all__ = ["aggregate", "dimension_reduction", "individual", "layer_table", "pca_2d"]
@@ -238,31 +239,6 @@ def individual(
     title = f"{r.symmetry} ({r.group.name}): sample {sample % n}, {metric} along its orbit{_nonfinite_note(items)}"
     (fig.suptitle if with_conf or len(axes) > 1 else axes[0].set_title)(title, fontsize="medium")
     return fig
-
-
-def pca_2d(profiles: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First two principal components of the rows of ``profiles [n, K]`` (SVD of the centred data).
-
-    Each component's sign is fixed so that its loading of largest magnitude is positive (a deterministic layout).
-
-    Returns:
-        ``coords [n, 2]`` and ``explained [2]`` (fraction of the variance of each component; zeros if none).
-
-    Example:
-        >>> coords, explained = pca_2d(np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]))
-        >>> coords[:, 0].round(3).tolist(), explained.round(3).tolist()
-        ([-1.414, 0.0, 1.414], [1.0, 0.0])
-    """
-    x = profiles.detach() if isinstance(profiles, Tensor) else torch.as_tensor(np.asarray(profiles))
-    x = x.to("cpu", torch.float64)
-    centred = x - x.mean(0, keepdim=True)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    vh = vh[:2] * torch.sign(vh[:2].gather(1, vh[:2].abs().argmax(1, keepdim=True)))
-    coords = (centred @ vh.T).numpy()
-    var = s.square()
-    explained = (var[:2] / var.sum()).numpy() if float(var.sum()) > 0 else np.zeros(min(2, len(s)))
-    pad = 2 - coords.shape[1]
-    return np.pad(coords, ((0, 0), (0, pad)))[:, :2], np.pad(explained, (0, 2 - explained.shape[0]))[:2]
 
 
 def dimension_reduction(

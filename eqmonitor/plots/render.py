@@ -1,13 +1,9 @@
-"""Render: figures without pyplot, curves drawn in their group's layout, and one Agg rendering to RGB ``uint8``.
+"""Render: curves drawn in their group's layout for the one-shot NERO plots of :mod:`eqmonitor.plots.nero`.
 
 This module holds *how* things are drawn (:mod:`eqmonitor.plots.nero` decides *what*): a curve over the group's
 elements goes on a polar axis for planar rotations, a heat map for 2-D shifts, a log axis for scalings, one curve
-per coordinate axis for the ``SO3`` grid, points for other finite groups.
-
-Figures are plain :class:`matplotlib.figure.Figure` objects: they are never registered with pyplot, so nothing has
-to close them and no global state is touched. ``wandb.Image(fig)`` needs pyplot (DESIGN §8), so each figure is
-rendered once with the Agg canvas and the array goes to every sink (TensorBoard ``add_image(..., dataformats="HWC")``,
-``wandb.Image``). matplotlib is imported on first use only, so ``import eqmonitor`` does not need it.
+per coordinate axis for the ``SO3`` grid, points for other finite groups. Figures and their Agg rendering to RGB
+(:func:`new_figure`, :func:`figure_to_array`) live in :mod:`eqmonitor.plots.canvas` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,91 +16,12 @@ import numpy as np
 import torch
 
 from eqmonitor.groups import SO2, SO3, Cyclic, Dihedral, Group, Scale, Translation
+from eqmonitor.plots.canvas import _plane_grid, figure_to_array, new_figure
 
 __all__ = ["figure_to_array", "new_figure"]
 
-_PIP_LINE = "pip install matplotlib"
 _SO3_AXES = ("about x", "about y", "about z")
 _SO3_STYLES = ("-", "--", ":", "-.", (0, (1, 1)), (0, (5, 1)))
-_MAX_LEGEND = 8
-
-
-def _require_matplotlib() -> Any:
-    """The ``matplotlib`` module, or a ``ModuleNotFoundError`` that says how to install it."""
-    try:
-        import matplotlib
-        import matplotlib.figure  # noqa: F401
-        from matplotlib.backends import backend_agg  # noqa: F401
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            f"eqmonitor's plots need matplotlib, which is not installed. Install it with `{_PIP_LINE}`."
-        ) from err
-    return matplotlib
-
-
-def new_figure(figsize: tuple[float, float] = (6.0, 4.5), dpi: float = 100) -> Any:
-    """A fresh :class:`matplotlib.figure.Figure` with constrained layout, outside pyplot's registry.
-
-    Args:
-        figsize: width and height in inches.
-        dpi: dots per inch.
-
-    Returns:
-        The figure (no axes yet).
-
-    Raises:
-        ModuleNotFoundError: matplotlib is not installed.
-
-    Example:
-        >>> fig = new_figure((4, 3))
-        >>> type(fig).__name__, len(fig.axes)
-        ('Figure', 0)
-    """
-    _require_matplotlib()
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, dpi=dpi, layout="constrained")
-
-
-def figure_to_array(fig: Any, dpi: Optional[float] = 100) -> np.ndarray:
-    """Render ``fig`` once with the Agg canvas to an RGB image ``[H, W, 3]`` ``uint8``.
-
-    ``H, W = round(height · dpi), round(width · dpi)`` for a figure of ``width × height`` inches. The figure's own
-    dpi is restored afterwards; the figure is left otherwise unchanged (and is not registered anywhere).
-
-    Args:
-        fig: a :class:`matplotlib.figure.Figure`.
-        dpi: dots per inch to render at; ``None`` keeps the figure's own.
-
-    Returns:
-        ``[H, W, 3]`` ``uint8`` array (a copy, independent of the canvas buffer).
-
-    Raises:
-        TypeError: ``fig`` is not a matplotlib Figure.
-        ModuleNotFoundError: matplotlib is not installed.
-
-    Example:
-        >>> fig = new_figure((2, 1))
-        >>> _ = fig.add_subplot().plot([0, 1], [1, 0])
-        >>> img = figure_to_array(fig, dpi=50)
-        >>> img.shape, img.dtype
-        ((50, 100, 3), dtype('uint8'))
-    """
-    _require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if not isinstance(fig, Figure):
-        raise TypeError(f"Expected `fig` to be a matplotlib.figure.Figure, but got {type(fig).__name__}.")
-    old_dpi = fig.dpi
-    try:
-        if dpi is not None:
-            fig.set_dpi(dpi)
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    finally:
-        fig.set_dpi(old_dpi)
 
 
 # ==================================================================================================== curves
@@ -118,20 +35,6 @@ class _Curve:
     hi: Optional[np.ndarray]
     label: Optional[str]
     color: Any
-
-
-def _colors(n: int, cmap: str = "viridis") -> list:
-    if n == 1:
-        return ["C0"]
-    import matplotlib
-
-    return [matplotlib.colormaps[cmap](t) for t in np.linspace(0.0, 0.9, n)]
-
-
-def _legend_labels(labels: list[str]) -> list[Optional[str]]:
-    """At most ``_MAX_LEGEND`` labels (first, last and evenly spaced); the others are left out of the legend."""
-    keep = set(np.linspace(0, len(labels) - 1, min(len(labels), _MAX_LEGEND)).round().astype(int).tolist())
-    return [lab if i in keep else None for i, lab in enumerate(labels)]
 
 
 # ==================================================================================================== layouts
@@ -256,20 +159,6 @@ def _draw_finite(ax: Any, group: Group, curves: list[_Curve], ylabel: str) -> No
         ax.set_xticks(np.arange(len(els)), [group.describe(torch.as_tensor(e)) for e in els], rotation=30, ha="right")
     ax.set_xlabel(f"element of {group!r}")
     ax.set_ylabel(ylabel)
-
-
-def _plane_grid(elements: np.ndarray, values: np.ndarray) -> Optional[tuple]:
-    """``(dx [nx], dy [ny], grid [ny, nx])`` averaging repeated shifts (NaN where none), or ``None`` if too sparse."""
-    xs, xi = np.unique(elements[:, 0], return_inverse=True)
-    ys, yi = np.unique(elements[:, 1], return_inverse=True)
-    if xs.size * ys.size > 4 * max(len(values), 1):
-        return None
-    total, count = np.zeros((ys.size, xs.size)), np.zeros((ys.size, xs.size))
-    ok = np.isfinite(values)
-    np.add.at(total, (yi[ok], xi[ok]), values[ok])
-    np.add.at(count, (yi[ok], xi[ok]), 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return xs, ys, np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _draw_plane(container: Any, ax: Any, curves: list[_Curve], ylabel: str) -> list:
