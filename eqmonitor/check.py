@@ -12,7 +12,6 @@ the same shape); on one process it is ``t.unsqueeze(0)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Union
 
@@ -23,7 +22,17 @@ from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors
 from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
 from eqmonitor.symmetry import Symmetry
 
-__all__ = ["CheckOptions", "CheckResult", "Gather", "LOSSES", "layer_elements", "run_check", "single_process", "summarize"]
+__all__ = [
+    "CheckOptions",
+    "CheckResult",
+    "Gather",
+    "LOSSES",
+    "gather_orbit",
+    "layer_elements",
+    "run_check",
+    "single_process",
+    "summarize",
+]
 
 Gather = Callable[[Tensor], Tensor]
 
@@ -93,35 +102,36 @@ class CheckResult:
         return text
 
 
+#: logged name of each :meth:`OrbitErrors.statistics` entry
+_LOGGED_NAMES = {
+    "mean": "error_mean",
+    "max": "error_max",
+    "p95": "error_p95",
+    "nonfinite": "nonfinite",
+    "exact_mean": "exact_error",
+    "interp_mean": "interp_error",
+    "flip_rate": "flip_rate",
+}
+
+
 def summarize(result: OrbitErrors) -> dict[str, float]:
-    """The logged scalars of a (gathered) :class:`OrbitErrors`, every statistic over the finite pairs only (NaN when
-    there is none), with one host transfer for all of them.
+    """The logged scalars of a (gathered) :class:`OrbitErrors`, from :meth:`OrbitErrors.statistics` (every statistic
+    over the finite pairs only, NaN when there is none, as :class:`~eqmonitor.metric.EquivarianceError` computes
+    them), with one host transfer for all of them.
 
     ``exact_error`` / ``interp_error`` are the means over the exact / interpolated elements (absent when the check
-    has none of that kind); ``flip_rate`` (class-score outputs) is the fraction of finite pairs whose top-1 class
-    changed; ``nonfinite`` is the fraction of pairs whose output was NaN/Inf.
+    has no element of that kind); ``flip_rate`` (class-score outputs) is the fraction of finite pairs whose top-1
+    class changed; ``nonfinite`` is the fraction of pairs left out because they are NaN/Inf.
     """
-    finite = ~result.nonfinite
-    err = result.errors.double()
-    vals = err[finite]
-    nan = err.new_tensor(math.nan)
-    exact = result.exact.to(err.device)
-    stats = {
-        "error_mean": vals.mean() if vals.numel() else nan,
-        "error_max": vals.max() if vals.numel() else nan,
-        "error_p95": torch.quantile(vals, 0.95) if vals.numel() else nan,
-        "nonfinite": result.nonfinite.double().mean(),
-    }
-    for name, mask in (("exact_error", exact), ("interp_error", ~exact)):
-        if mask.any():
-            sel = err[finite & mask.unsqueeze(0)]
-            stats[name] = sel.mean() if sel.numel() else nan
-    if result.flips is not None:
-        flips = result.flips[finite]
-        stats["flip_rate"] = flips.double().mean() if flips.numel() else nan
+    stats = result.statistics()
+    exact = result.exact
+    if not bool(exact.any()):
+        stats.pop("exact_mean")
+    if bool(exact.all()):
+        stats.pop("interp_mean")
     keys = list(stats)
     values = torch.stack([stats[k].double().reshape(()) for k in keys]).cpu().tolist()
-    return dict(zip(keys, values))
+    return {_LOGGED_NAMES[k]: v for k, v in zip(keys, values)}
 
 
 def gather_orbit(result: OrbitErrors, gather: Gather) -> OrbitErrors:

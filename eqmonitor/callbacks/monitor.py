@@ -66,7 +66,7 @@ def resolve_symmetries(symmetries: Union[Symmetry, dict, list], output_key: Any 
     if len(set(names)) != len(names):
         raise ValueError(f"Symmetry names are logging namespaces and must be unique, got {names}.")
     if output_key is not None:
-        out = [dataclasses.replace(s, output_key=output_key) for s in out]
+        out = [s.with_output_key(output_key) for s in out]
     return out
 
 
@@ -408,7 +408,7 @@ class EquivarianceMonitor(Callback):
                 self._warned_inference = True
                 warnings.warn(INFERENCE_SKIP, stacklevel=3)
         gather = single_process if trainer.world_size <= 1 else trainer.strategy.all_gather
-        warm = epoch + int(epoch_end) >= self.drift_warmup and not at_start
+        warm = epoch + int(epoch_end) >= self.drift_warmup  # completed training epochs
         done = []
         for sym in self.symmetries:
             x, labels = self.probe.x, self.probe.labels

@@ -13,7 +13,7 @@ IMAGES = ("nero_aggregate", "nero_individual", "nero_dr", "layers")
 
 def _monitor(**kw):
     return EquivarianceMonitor(
-        C4_SPEC, n_samples=16, layerwise=True, drift_factor=1.01, drift_min=0.0, alert_wait=0.0, max_overhead=None, **kw
+        C4_SPEC, n_samples=16, layerwise=True, drift_factor=1.01, drift_min=0.0, drift_warmup=0, alert_wait=0.0, **kw
     )
 
 
@@ -44,7 +44,7 @@ def test_records_written_next_to_the_logs(fit, tmp_path):
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     mon = _monitor()
     fit([mon], logger=logger)
-    directory = f"{logger.log_dir}/eqmonitor"
+    directory = f"{logger.log_dir}/eqmonitor_records"
     records = read_records(directory)
     assert [r["global_step"] for r in records] == [0, 4, 8]
     assert [r["metrics"]["error_mean"] for r in records] == pytest.approx(
@@ -90,5 +90,5 @@ def test_wandb_offline_scalars_images_and_alerts(fit, wandb_env, tmp_path):
     for name in IMAGES:
         assert sum(n.startswith(f"equivariance/c4/{name}".replace("/", "_")) or n.startswith(name) for n in names) >= 1
     titles = {a["title"] for a in run["alerts"]}
-    assert "eqmonitor: c4 error_mean drifted from init" in titles
+    assert "eqmonitor: c4 error_mean drifted" in titles
     assert all("equivariance/c4/error_mean" in a["text"] for a in run["alerts"])
