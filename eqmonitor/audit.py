@@ -59,6 +59,7 @@ def audit(
     gradients: bool = False,
     loss_fn: Optional[Callable] = None,
     output_key: OutputKey = None,
+    progress: bool = True,
 ) -> AuditReport:
     """Measure ``model`` under ``symmetry`` on ``x`` and summarise it as an :class:`AuditReport`.
 
@@ -76,6 +77,7 @@ def audit(
             ``labels`` when given, else the squared output).
         output_key: which part of the model's output to compare (a key, an index or a callable; see
             :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
+        progress: show progress bars (``tqdm``) for the parts that run longer than a couple of seconds.
 
     Example:
         >>> import torch, eqmonitor as eqm
@@ -87,11 +89,11 @@ def audit(
     symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, progress=progress)
     report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
     if layers:
         names = None if layers is True else list(layers)
-        report.add_layers(layer_errors(model, x, symmetry, orbit.elements, layers=names))
+        report.add_layers(layer_errors(model, x, symmetry, orbit.elements, layers=names, progress=progress))
     if gradients:
         report.add_gradients(gradient_errors(model, x, symmetry, orbit.elements, loss_fn or _default_loss, labels))
     log.info("eqmonitor audit of %s: %s (max relative error %.3e)", symmetry.name, report.verdict,

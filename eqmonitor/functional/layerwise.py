@@ -45,6 +45,7 @@ from eqmonitor.functional._isolation import isolated, model_dtype
 from eqmonitor.functional.distances import relative
 from eqmonitor.functional.orbit import _exact_hint, _orbit_errors_arg_validation, _orbit_errors_tensor_validation
 from eqmonitor.groups import Group
+from eqmonitor.progress import progress_bar
 from eqmonitor.report import default_tolerance
 from eqmonitor.results import LayerErrors
 from eqmonitor.symmetry import Symmetry
@@ -188,6 +189,7 @@ def layer_errors(
     tolerance: Optional[float] = None,
     mode: str = "eval",
     validate_args: bool = True,
+    progress: bool = False,
 ) -> LayerErrors:
     """Cumulative and isolated errors of each chosen layer of ``model``, ``[L, N, K]`` each, and the first failing one.
 
@@ -207,6 +209,7 @@ def layer_errors(
             fault), else on all.
         mode: ``"eval"`` (default) or ``"train"``: every module but dropouts and attention in train mode (batch
             statistics); buffers and flags are restored bit-exactly.
+        progress: show a progress bar once the test has run for a couple of seconds.
 
     Returns:
         :class:`~eqmonitor.results.LayerErrors`, in the layers' forward order.
@@ -227,7 +230,8 @@ def layer_errors(
     tol = default_tolerance(dtype) if tolerance is None else tolerance
     recorder = _Recorder(modules, adapters)
     try:
-        with isolated(model, train=mode == "train"):
+        bar_desc = f"eqmonitor: {symmetry.name} layers"
+        with isolated(model, train=mode == "train"), progress_bar(k * n, bar_desc, progress) as bar:
             x0 = phi.prepare(group, x)
             out = model(x0)
             if symmetry.output_key is not None:  # not compared here, but a selector that does not fit is an error
@@ -253,6 +257,7 @@ def layer_errors(
             ex = phi.exact_elements(group, elements, x0.shape).tolist()
             for start in range(0, k * n, max_batch):
                 stop = min(start + max_batch, k * n)
+                bar.update(stop - start)
                 idx = torch.arange(start, stop, device=x.device)
                 ks, rows = idx // n, idx % n
                 hint = _exact_hint(ex, start // n, (stop - 1) // n)

@@ -11,7 +11,7 @@ model is left exactly as found (see ``_isolation``).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -20,6 +20,7 @@ from eqmonitor.functional._chunking import resolve_chunk_size
 from eqmonitor.functional._isolation import isolated, model_device, model_dtype
 from eqmonitor.functional.distances import _max_abs, _relative, _scaled, max_abs, relative
 from eqmonitor.groups import _as_elements
+from eqmonitor.progress import progress_bar
 from eqmonitor.results import OrbitErrors
 from eqmonitor.symmetry import Symmetry
 
@@ -140,6 +141,7 @@ def _orbit_errors_update(
     labels: Optional[Tensor],
     max_batch: Union[int, str],
     floor_samples: int,
+    bar: Any = None,
 ) -> dict:
     """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`.
 
@@ -178,6 +180,8 @@ def _orbit_errors_update(
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
+        if bar is not None:
+            bar.update(stop - start)
         xt, ks, rows = step_input(start, stop)
         actual = phi_out.prepare(group, symmetry.select_output(model(xt)).to(_F64))
         if actual.shape[1:] != y0.shape[1:]:
@@ -258,6 +262,7 @@ def orbit_errors(
     max_batch: Union[int, str] = "auto",
     floor_samples: int = 8,
     validate_args: bool = True,
+    progress: bool = False,
 ) -> OrbitErrors:
     """Errors of ``model`` under ``symmetry`` for every sample of ``x [N, ...]`` and element ``elements [K, p]``.
 
@@ -272,6 +277,8 @@ def orbit_errors(
             (sample × element) pairs per forward, which bounds memory.
         floor_samples: how many samples the noise floor is measured on.
         validate_args: check arguments and tensors (switch off in a hot loop once they are known to be good).
+        progress: show a progress bar once the probe has run for a couple of seconds (audits do; the training
+            monitor never does).
 
     Returns:
         :class:`~eqmonitor.results.OrbitErrors` with ``errors [N, K]`` on the model's device.
@@ -299,6 +306,7 @@ def orbit_errors(
         device = model_device(model, x.device)
         x, elements = x.to(device), _as_elements(elements, symmetry.group, device)
         labels = labels.to(device) if labels is not None else None
-    with isolated(model):
-        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples)
+    total = x.shape[0] * elements.shape[0]
+    with isolated(model), progress_bar(total, f"eqmonitor: {symmetry.name} orbit", progress) as bar:
+        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples, bar)
     return _orbit_errors_compute(state, elements, symmetry, model_dtype(model) or x.dtype)
