@@ -262,3 +262,31 @@ def test_monitor_and_metric_agree_on_every_logged_statistic(fit, model_cls):
     for key, name in (("error_mean", "mean"), ("error_max", "max"), ("flip_rate", "flip_rate")):
         assert logged[key] == pytest.approx(float(value[name]), rel=1e-12), key
     assert logged["exact_error"] == logged["error_mean"]  # C4: every element exact
+
+
+class _TupleOutput(DigitsClassifier):
+    """Returns ``(logits, features)``, as many research models do; its own steps take the logits."""
+
+    def forward(self, x):
+        return super().forward(x), x.flatten(1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x)[0], y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(x)[0], y))
+
+
+def test_output_selector_for_tuple_outputs(fit):
+    with pytest.raises(TypeError, match="output_key"):
+        fit([EquivarianceMonitor(C4_SPEC, n_samples=16)], model=_TupleOutput(), max_epochs=1)
+    by_arg = EquivarianceMonitor(C4_SPEC, n_samples=16, output_key=0)
+    _, model, _ = fit([by_arg], model=_TupleOutput(), max_epochs=1)
+    by_spec = EquivarianceMonitor(dict(C4_SPEC, output_key=0), n_samples=16)  # as YAML gives it
+    fit([by_spec], model=_TupleOutput(), max_epochs=1)
+    assert by_spec.symmetries[0].output_key == 0 and len(by_spec.history["c4"]) == len(by_arg.history["c4"]) == 2
+    plain = eqm.Symmetry.from_spec(**C4_SPEC)
+    res = eqm.functional.orbit_errors(lambda x: model(x)[0], by_arg.probe.x, plain, by_arg._elements["c4"])
+    assert by_arg.history["c4"][-1]["metrics"]["error_mean"] == pytest.approx(float(res.mean()), rel=1e-12)
