@@ -25,7 +25,7 @@ from torch import Tensor
 from eqmonitor.alerts import Alert, DriftTracker
 from eqmonitor.audit import default_elements
 from eqmonitor.callbacks.figure_log import FigureLog
-from eqmonitor.callbacks.guard import EquivarianceGuard
+from eqmonitor.callbacks.guard import EquivarianceBreachError, EquivarianceGuard
 from eqmonitor.callbacks.probe_set import ProbeSet, probe_from_data, probe_from_loader
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
@@ -426,6 +426,13 @@ class EquivarianceMonitor(Callback):
         try:
             for guard in guards:  # may raise EquivarianceBreachError: records and figures are written first
                 guard.evaluate(trainer, report=report, checked=[s.name for s in self.symmetries], at_start=at_start)
+        except EquivarianceBreachError:
+            # every rank raises at this check (the decision is reduced): rank 0 writes the records and figures while
+            # the others wait, or Lightning's launcher would kill rank 0 as soon as another rank's process exits
+            self._write(trainer, done, guards, step, wait=True)
+            if trainer.world_size > 1:
+                trainer.strategy.barrier("eqmonitor-breach")
+            raise
         except BaseException:
             self._write(trainer, done, guards, step, wait=True)
             raise
