@@ -186,7 +186,13 @@ class FigureWorker:
             self._finish(None, seq, None)
             return
         if self._child is None:
-            self._start()
+            try:
+                self._start()
+            except OSError as err:  # no such interpreter, no more processes, ...
+                with self._lock:
+                    self._dead = f"it could not be started: {err}"
+                self._finish(None, seq, None)
+                return
         self._child.outbox.put((seq, body))
 
     def ready(self) -> list[RenderedFigures]:
@@ -206,14 +212,15 @@ class FigureWorker:
         """Wait (at most ``timeout`` seconds) for every submitted job; returns what came back, in order."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._order and not all(s in self._done or s in self._lost for s in self._order):
+            while self._dead is None and any(s not in self._done and s not in self._lost for s in self._order):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._lock.wait(min(left, 0.5))
+            died = self._dead is not None
             missing = sum(1 for s in self._order if s not in self._done and s not in self._lost)
         out = self.ready()
-        if missing and self._dead is None:
+        if missing and not died:
             warnings.warn(f"eqmonitor: {missing} figure job(s) still rendering after {timeout:g} s; left pending.",
                           RuntimeWarning, stacklevel=2)  # fmt: skip
         return out
@@ -279,6 +286,10 @@ class FigureWorker:
             self._finalizer = None
         if child is not None:
             child.stop(timeout=1)
+        with self._lock:  # jobs queued while it was dying never reach anyone
+            for seq in [s for s in self._order if s not in self._done]:
+                self._meta.pop(seq, None)
+                self._lost.add(seq)
         if self.restarts > 0:
             self.restarts -= 1
             then = "it is restarted at the next submit"

@@ -198,6 +198,10 @@ def test_a_child_that_cannot_start_is_reported_with_its_reason(tmp_path, probe):
     with pytest.warns(RuntimeWarning, match=r"(?s)exit code 3.*No module named matplotlib.*dropped"):
         assert w.drain(timeout=20) == []
     w.close()
+    missing = FigureWorker(restarts=0, executable=str(tmp_path / "no-such-python"))
+    missing.submit(_job(probe))  # does not raise in the training process
+    with pytest.warns(RuntimeWarning, match="could not be started"):
+        assert missing.drain(timeout=5) == [] and missing.pending == 0
 
 
 def test_close_reaps_the_child(probe):
