@@ -28,6 +28,7 @@ __all__ = [
     "Gather",
     "LOSSES",
     "gather_orbit",
+    "dry_run",
     "layer_elements",
     "run_check",
     "single_process",
@@ -193,3 +194,22 @@ def run_check(
         result.gradients = grads
         result.gradient_values = {"grad_input": values[0], **{f"grad_param/{n}": v for n, v in zip(names, values[1:])}}
     return result
+
+
+def dry_run(
+    model: Any, x: Tensor, labels: Optional[Tensor], symmetry: Symmetry, elements: Tensor, options: CheckOptions
+) -> None:
+    """One tiny probe (2 samples × 2 elements), so that a symmetry that does not fit the model fails before training,
+    with what to change, instead of at the first check."""
+    try:
+        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
+        if options.gradients:
+            if labels is None and options.loss_fn is LOSSES["cross_entropy"]:
+                raise ValueError(
+                    "gradient tests with the cross-entropy loss need class labels in the probe batches; pass "
+                    "`label_key=`, or `loss_fn=` that takes `(output, None)`."
+                )
+            if torch.is_inference_mode_enabled():
+                raise RuntimeError("gradient tests cannot run under inference mode.")
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise type(err)(f"EquivarianceMonitor: the symmetry {symmetry.name!r} does not fit this model: {err}") from err

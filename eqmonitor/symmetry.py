@@ -12,7 +12,7 @@ from eqmonitor import actions as A
 from eqmonitor.functional.distances import CLASSIFICATION_DISTANCES, resolve_distance
 from eqmonitor.groups import Group, group_from_spec
 
-__all__ = ["OutputKey", "Symmetry"]
+__all__ = ["OutputKey", "Symmetry", "resolve_symmetries"]
 
 #: what picks the compared tensor out of a model's output: a mapping key or attribute name, an index, or a callable
 OutputKey = Union[None, int, str, Callable[[Any], Tensor]]
@@ -257,3 +257,27 @@ def _select_by_index(output: Any, index: int) -> Any:
     if not -len(items) <= index < len(items):
         raise ValueError(f"The model returned {_describe_output(output)}; `output_key={index}` is out of range.")
     return items[index]
+
+
+def resolve_symmetries(symmetries: Union[Symmetry, dict, list], output_key: Any = None) -> list[Symmetry]:
+    """A list of named :class:`Symmetry` from a Symmetry, a ``from_spec`` dict (YAML), or a list of them; a given
+    ``output_key`` replaces each symmetry's output selector."""
+    items = symmetries if isinstance(symmetries, (list, tuple)) else [symmetries]
+    out = []
+    for item in items:
+        if isinstance(item, Symmetry):
+            out.append(item)
+        elif isinstance(item, dict):
+            out.append(Symmetry.from_spec(**item))
+        else:
+            raise TypeError(
+                f"Expected a Symmetry or a dict of `Symmetry.from_spec` arguments, got {type(item).__name__}."
+            )
+    if not out:
+        raise ValueError("`symmetries` is empty: give at least one symmetry to monitor.")
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Symmetry names are logging namespaces and must be unique, got {names}.")
+    if output_key is not None:
+        out = [s.with_output_key(output_key) for s in out]
+    return out

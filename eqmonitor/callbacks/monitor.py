@@ -26,16 +26,14 @@ from eqmonitor.alerts import Alert, DriftTracker
 from eqmonitor.audit import default_elements
 from eqmonitor.callbacks.figure_log import FigureLog
 from eqmonitor.callbacks.guard import EquivarianceBreachError, EquivarianceGuard
-from eqmonitor.callbacks.probe_set import ProbeSet, probe_from_data, probe_from_loader
+from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
-from eqmonitor.check import LOSSES, CheckOptions, CheckResult, run_check, single_process
-from eqmonitor.functional import orbit_errors
-from eqmonitor.functional._isolation import model_dtype
+from eqmonitor.check import LOSSES, CheckOptions, CheckResult, dry_run, run_check, single_process
 from eqmonitor.sinks import log_scalars, send_alert
-from eqmonitor.symmetry import Symmetry
+from eqmonitor.symmetry import Symmetry, resolve_symmetries
 
-__all__ = ["EquivarianceDriftWarning", "EquivarianceMonitor", "LOSSES", "resolve_symmetries"]
+__all__ = ["EquivarianceDriftWarning", "EquivarianceMonitor", "LOSSES", "resolve_symmetries"]  # re-exported
 
 log = logging.getLogger("eqmonitor")
 
@@ -44,30 +42,6 @@ INFERENCE_SKIP = "Gradient tests skipped under inference mode: use `Trainer(infe
 
 class EquivarianceDriftWarning(UserWarning):
     """A monitored scalar drifted above its references (one warning per drift event)."""
-
-
-def resolve_symmetries(symmetries: Union[Symmetry, dict, list], output_key: Any = None) -> list[Symmetry]:
-    """A list of named :class:`Symmetry` from a Symmetry, a ``from_spec`` dict (YAML), or a list of them; a given
-    ``output_key`` replaces each symmetry's output selector."""
-    items = symmetries if isinstance(symmetries, (list, tuple)) else [symmetries]
-    out = []
-    for item in items:
-        if isinstance(item, Symmetry):
-            out.append(item)
-        elif isinstance(item, dict):
-            out.append(Symmetry.from_spec(**item))
-        else:
-            raise TypeError(
-                f"Expected a Symmetry or a dict of `Symmetry.from_spec` arguments, got {type(item).__name__}."
-            )
-    if not out:
-        raise ValueError("`symmetries` is empty: give at least one symmetry to monitor.")
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Symmetry names are logging namespaces and must be unique, got {names}.")
-    if output_key is not None:
-        out = [s.with_output_key(output_key) for s in out]
-    return out
 
 
 class EquivarianceMonitor(Callback):
@@ -255,11 +229,13 @@ class EquivarianceMonitor(Callback):
             return
         self._fit_t0 = started = time.perf_counter()
         try:
-            self.probe = self._draw_probe(trainer, pl_module)
+            self.probe = probe_for_fit(
+                trainer, pl_module, self.n_samples, self.seed, self.probe_data, self.input_key, self.label_key
+            )
             for sym in self.symmetries:
                 gen = torch.Generator().manual_seed(self.seed)
                 self._elements[sym.name] = default_elements(sym.group, self.n_elements, gen).to(pl_module.device)
-                self._dry_run(pl_module, sym)
+                dry_run(pl_module, self.probe.x, self.probe.labels, sym, self._elements[sym.name], self.options)
             self._writer = RunRecords.open(
                 trainer,
                 self.records,
@@ -270,62 +246,6 @@ class EquivarianceMonitor(Callback):
             )
         finally:
             self._spent += time.perf_counter() - started
-
-    def _draw_probe(self, trainer: Trainer, pl_module: LightningModule) -> ProbeSet:
-        rank, world = trainer.global_rank, trainer.world_size
-        args = (self.n_samples, self.seed, rank, world, self.input_key, self.label_key)
-        if self.probe_data is not None:
-            probe = probe_from_data(self.probe_data, *args)
-        else:
-            source = trainer.fit_loop.epoch_loop.val_loop._data_source
-            if not source.is_defined():
-                raise ValueError(
-                    "EquivarianceMonitor draws its probe set from the validation data, and this fit has none: pass "
-                    "`val_dataloaders` / define `val_dataloader()`, or give the monitor `probe_data=`."
-                )
-            loaders = source.dataloader()
-            if isinstance(loaders, dict):
-                loaders = next(iter(loaders.values()))
-            if isinstance(loaders, (list, tuple)):
-                loaders = loaders[0]
-            probe = probe_from_loader(loaders, *args)
-        if world > 1:  # equal shares: every rank must run the same forwards and gather tensors of one shape
-            counts = trainer.strategy.all_gather(torch.tensor(len(probe), device=pl_module.device))
-            share = int(counts.min())
-            if share == 0:
-                raise ValueError(
-                    f"EquivarianceMonitor: a rank's validation data is empty (probe shares per rank: "
-                    f"{counts.tolist()}); give every rank validation samples, or pass `probe_data=`."
-                )
-            if share < len(probe):
-                warnings.warn(
-                    f"EquivarianceMonitor: the ranks' validation sets give probe shares {counts.tolist()}; every rank "
-                    f"probes {share} samples (the smallest share), {share * world} in all.",
-                    stacklevel=2,
-                )
-                probe = probe.head(share)
-        probe = probe.to(pl_module.device)
-        x = trainer.precision_plugin.convert_input(probe.x)  # as Lightning casts batches ("64-true", "bf16-true", …)
-        dtype = model_dtype(pl_module)
-        if x.is_floating_point() and dtype is not None and x.dtype != dtype:
-            x = x.to(dtype)
-        return ProbeSet(x, probe.labels, probe.indices)
-
-    def _dry_run(self, model: LightningModule, sym: Symmetry) -> None:
-        """One tiny probe, so a symmetry that does not fit fails here, with what to change, not mid-training."""
-        probe, elements = self.probe, self._elements[sym.name][:2]
-        try:
-            orbit_errors(model, probe.x[:2], sym, elements, max_batch=4)
-            if self.gradients:
-                if probe.labels is None and self.loss_fn is LOSSES["cross_entropy"]:
-                    raise ValueError(
-                        "gradient tests with the cross-entropy loss need class labels in the probe batches; pass "
-                        "`label_key=`, or `loss_fn=` that takes `(output, None)`."
-                    )
-                if torch.is_inference_mode_enabled():
-                    raise RuntimeError("gradient tests cannot run under inference mode.")
-        except (ValueError, TypeError, RuntimeError) as err:
-            raise type(err)(f"EquivarianceMonitor: the symmetry {sym.name!r} does not fit this model: {err}") from err
 
     # ------------------------------------------------------------------ schedule
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

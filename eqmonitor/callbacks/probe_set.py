@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["ProbeSet", "draw_indices", "isolated_rng", "probe_from_data", "probe_from_loader", "select_input"]
+__all__ = [
+    "ProbeSet",
+    "draw_indices",
+    "isolated_rng",
+    "probe_for_fit",
+    "probe_from_data",
+    "probe_from_loader",
+    "select_input",
+]
 
 Selector = Union[None, int, str]
 _INPUT_KEYS = ("x", "input", "inputs", "image", "images", "pos", "data")
@@ -225,3 +234,59 @@ def _is_batch(batch: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def probe_for_fit(
+    trainer: Any,
+    pl_module: Any,
+    n: int,
+    seed: int,
+    probe_data: Any = None,
+    input_key: Selector = None,
+    label_key: Selector = None,
+) -> ProbeSet:
+    """This rank's probe set for a fit: from ``probe_data`` or the fit's (first) validation loader, an equal share
+    on every rank (the smallest rank's, if rank-local validation sets differ: every rank must run the same forwards
+    and gather tensors of one shape), on the module's device, cast as Lightning casts batches (the precision plugin's
+    ``convert_input``: ``"64-true"``, ``"bf16-true"``, ...) and then to the parameters' dtype.
+
+    Every rank must call it (under DDP the share is agreed with one ``all_gather``).
+    """
+    rank, world = trainer.global_rank, trainer.world_size
+    args = (n, seed, rank, world, input_key, label_key)
+    if probe_data is not None:
+        probe = probe_from_data(probe_data, *args)
+    else:
+        source = trainer.fit_loop.epoch_loop.val_loop._data_source
+        if not source.is_defined():
+            raise ValueError(
+                "EquivarianceMonitor draws its probe set from the validation data, and this fit has none: pass "
+                "`val_dataloaders` / define `val_dataloader()`, or give the monitor `probe_data=`."
+            )
+        loaders = source.dataloader()
+        if isinstance(loaders, dict):
+            loaders = next(iter(loaders.values()))
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0]
+        probe = probe_from_loader(loaders, *args)
+    if world > 1:
+        counts = trainer.strategy.all_gather(torch.tensor(len(probe), device=pl_module.device))
+        share = int(counts.min())
+        if share == 0:
+            raise ValueError(
+                f"EquivarianceMonitor: a rank's validation data is empty (probe shares per rank: "
+                f"{counts.tolist()}); give every rank validation samples, or pass `probe_data=`."
+            )
+        if share < len(probe):
+            warnings.warn(
+                f"EquivarianceMonitor: the ranks' validation sets give probe shares {counts.tolist()}; every rank "
+                f"probes {share} samples (the smallest share), {share * world} in all.",
+                stacklevel=2,
+            )
+            probe = probe.head(share)
+    probe = probe.to(pl_module.device)
+    x = trainer.precision_plugin.convert_input(probe.x)
+    dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), None)
+    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+        x = x.to(dtype)
+    return ProbeSet(x, probe.labels, probe.indices)
