@@ -1,6 +1,13 @@
 """NERO plots of results, drawn on ``matplotlib.figure.Figure`` (never pyplot) and rendered once to RGB arrays.
 
 matplotlib is imported on first use, so ``import eqmonitor.plots`` does not need it.
+
+- :mod:`~eqmonitor.plots.nero`: one-shot figures of results objects (``aggregate``, ``individual``,
+  ``dimension_reduction``, ``layer_table``);
+- :mod:`~eqmonitor.plots.figures`: ``FigureCache``, the same figures kept alive and updated in place (several times
+  cheaper per check), from the torch-free data of :mod:`~eqmonitor.plots.payload`;
+- :mod:`~eqmonitor.plots.worker`: ``FigureWorker``, which renders them in a child process (``FigureJob`` in,
+  ``RenderedFigures`` of RGB arrays out).
 """
 
 from eqmonitor.plots import nero, render

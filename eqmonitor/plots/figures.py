@@ -2,11 +2,14 @@
 
 Building a matplotlib figure (axes, ticks, legend, polar grid) costs more than drawing it, and the monitor draws the
 same four figures at every check: so each is built once for its layout and later checks only set its artists' data.
-A figure is rebuilt only when its layout must change (another group or element grid, more overlaid checks, other
-layers). Axes are placed by hand (no layout engine) and polar curves are drawn on ordinary axes
-(:mod:`eqmonitor.plots.chart`). The information is that of :mod:`eqmonitor.plots.nero`'s one-shot plots: the
-aggregate (the last checks overlaid, coloured oldest to newest, with the interquartile band), the worst sample's
-orbit with its confidence, the PCA of orbit profiles (colour bar, outliers labelled) and the layer table.
+A figure is rebuilt only when its layout must change (another group or element grid, more overlaid checks than it
+was built for, other layers). Axes are placed by hand (no layout engine), polar curves are drawn on ordinary axes
+(:mod:`eqmonitor.plots.panels`), legends and tick labels are plain texts (:mod:`eqmonitor.plots.marks`), and what
+does not change is drawn once and cached as a bitmap (:class:`eqmonitor.plots.chart.Chart`).
+
+The information is that of :mod:`eqmonitor.plots.nero`'s one-shot plots: the aggregate (the last checks overlaid,
+coloured oldest to newest, with the interquartile band), the worst sample's orbit with its confidence, the PCA of
+orbit profiles (colour bar, outliers labelled) and the layer table.
 
 Torch-free: inputs are :mod:`eqmonitor.plots.payload` data, which the figure worker process receives.
 """

@@ -4,6 +4,9 @@ updated in place rather than rebuilt, and renders exactly what a freshly built f
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -212,3 +215,27 @@ def test_orbit_data_is_numpy_and_remembered(probe):
     assert data.values.dtype == np.float64 and data.layout.kind == "circle"
     with pytest.raises(ValueError, match="`which`"):
         orbit_data(res, which="loss")
+
+
+def test_cached_figures_never_import_pyplot_and_load_matplotlib_lazily():
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import eqmonitor.plots.figures, eqmonitor.plots.worker
+        assert "matplotlib" not in sys.modules, "importing the cached figures imported matplotlib"
+        from eqmonitor.plots.figures import FigureCache
+        from eqmonitor.plots.payload import Layout, OrbitData
+        layout = Layout("circle", np.linspace(0, 6, 8), None, np.zeros(8, dtype=np.int64), ("",), (("-", "o", 3),),
+                        "angle", "linear", None, "so2", "SO2()")
+        data = OrbitData("rot", "relative error", np.random.default_rng(0).random((5, 8)), None, None, 0, layout)
+        cache = FigureCache()
+        assert all(img.ndim == 3 for img in (cache.aggregate([(0, data)]), cache.individual(data),
+                                             cache.dimension_reduction(data)))
+        assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
