@@ -1,6 +1,6 @@
 """Verdicts and the audit report: what the numbers mean, as text, Markdown and JSON.
 
-Verdict bands (DESIGN §2) apply to the relative error, by the model's dtype::
+Verdict bands apply to the relative error, by the model's dtype::
 
     dtype       exact      excellent   approximate   broken
     float64     < 1e-12    < 1e-9      < 1e-2        >= 1e-2
@@ -71,7 +71,7 @@ _CAUSES = (
 
 
 def likely_cause(module_type: str) -> str:
-    """The usual way a layer of ``module_type`` breaks a symmetry (the failure modes of DESIGN §1)."""
+    """The usual way a layer of ``module_type`` breaks a symmetry (the failure modes seen in equivariant networks)."""
     for keys, cause in _CAUSES:
         if any(k in module_type for k in keys):
             return cause

@@ -3,7 +3,7 @@
 Scalars go through ``logger.log_metrics`` of each logger in ``trainer.loggers`` (TensorBoard, W&B, CSV, MLflow, …) on
 Lightning's step axis, and into ``trainer.callback_metrics`` so ``EarlyStopping``, ``ModelCheckpoint`` and
 :class:`~eqmonitor.callbacks.EquivarianceGuard` can watch them. Images are RGB ``uint8 [H, W, 3]`` arrays rendered
-once (DESIGN §8: ``wandb.Image`` of a matplotlib figure needs pyplot): TensorBoard gets ``add_image(...,
+once (``wandb.Image`` of a matplotlib figure needs pyplot): TensorBoard gets ``add_image(...,
 dataformats="HWC")``, W&B gets ``wandb.Image``; loggers without images are skipped. Alerts go to ``wandb.alert``.
 """
 

@@ -275,4 +275,4 @@ class ImageAction(Action):
 
 
 class RotateImage(ImageAction):
-    """:class:`ImageAction` under its DESIGN name, for rotation groups (SO(2), C_n, D_n)."""
+    """:class:`ImageAction` under the name the docs use, for rotation groups (SO(2), C_n, D_n)."""

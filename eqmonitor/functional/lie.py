@@ -7,7 +7,7 @@ derivative of a model ``h`` at ``x`` (Gruver et al. 2023) is
 
 with ``τ_φ(x) = d/dt φ(g_t, x)`` the tangent of the input and ``τ_φ̃(y)`` that of the output (zero for an invariant
 output). It is zero for a model that respects the continuous symmetry and, unlike an orbit error at a finite angle,
-carries no interpolation error of the action: the input tangent is computed *analytically* (DESIGN §8), not by
+carries no interpolation error of the action: the input tangent is computed *analytically*, not by
 differentiating ``grid_sample`` (biased at ``t = 0``: pixel centres sit on the bilinear interpolant's kinks).
 
 Images move as ``(g·x)(p) = x(M_t⁻¹(p − t_t))``, so ``τ(x)(p) = −∇x(p) · v(p)`` with the generator's vector field

@@ -3,7 +3,7 @@
 Images move as ``(g·x)(p) = x(M_t⁻¹(p − t_t))``, so ``τ(x)(p) = −∇x(p) · v(p)`` with the generator's vector field
 ``v`` (rotation ``(−y, x)``, shifts ``e_x`` / ``e_y``, scaling ``p``; pixel units about the image centre) and ``∇`` by
 central differences; vector fields also turn their vectors. See :mod:`eqmonitor.functional.lie` for why the tangent is
-analytic rather than a derivative of ``grid_sample`` (DESIGN §8).
+analytic rather than a derivative of ``grid_sample``.
 """
 
 from __future__ import annotations
