@@ -27,7 +27,7 @@ TITLE = f"eqmonitor: equivariance breach ({KEY})"
 
 
 def watch(**kw):
-    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False, max_overhead=None, **kw)
+    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False, **kw)
 
 
 class Spy(Callback):
@@ -68,7 +68,7 @@ def test_stop_ends_fit_early_with_the_reason(fit):
 def test_breach_is_written_to_the_records(fit, tmp_path):
     from eqmonitor.records import read_records
 
-    mon = EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records_dir=str(tmp_path / "eqm"), max_overhead=None)
+    mon = EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records_dir=str(tmp_path / "eqm"))
     guard = EquivarianceGuard(KEY, threshold=1e-3, on_breach="stop", judge_start=True)
     fit([mon, guard], max_epochs=5)
     (record,) = read_records(tmp_path / "eqm")
@@ -123,7 +123,7 @@ def test_raise_makes_the_process_exit_non_zero(tmp_path):
         import lightning as L
         import eqmonitor as eqm
         from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
-        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False, max_overhead=None,
+        mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False,
                                       records_dir={str(tmp_path / "eqm")!r})
         guard = eqm.EquivarianceGuard("{KEY}", threshold=1e-3, on_breach="raise", judge_start=True)
         trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -24,7 +24,7 @@ LOGGED = ("tr_step", "tr_epoch", "tr_ep_end", "va", "va_ep_end")
 
 
 def watch():
-    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False, max_overhead=None)
+    return EquivarianceMonitor(C4_SPEC, n_samples=16, plots=False, records=False)
 
 
 class LogsEverywhere(DigitsClassifier):

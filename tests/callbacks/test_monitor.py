@@ -18,7 +18,7 @@ KEYS = ("error_mean", "error_max", "error_p95", "nonfinite", "exact_error", "fli
 
 def monitor(**kw):
     symmetries = kw.pop("symmetries", C4_SPEC)
-    options = dict(n_samples=16, plots=False, records=False, max_overhead=None)
+    options = dict(n_samples=16, plots=False, records=False)
     options.update(kw)
     return EquivarianceMonitor(symmetries, **options)
 

@@ -22,7 +22,6 @@ def _monitor(records_dir):
         drift_factor=1.01,
         drift_min=0.0,
         alert_wait=1e9,
-        max_overhead=None,
     )
 
 
