@@ -42,6 +42,14 @@ class FigureLog:
         self._worker: Any = None
         self._loggers: list = []
 
+    def start(self) -> None:
+        """Start the worker process (its imports take about a second; they overlap the first check's probes)."""
+        from eqmonitor.plots.worker import FigureWorker
+
+        if self._worker is None:
+            self._worker = FigureWorker()
+        self._worker.start()
+
     def submit(self, loggers: list, result: CheckResult, step: int, force: bool = False) -> bool:
         """Queue the figures of one check (without blocking on rendering); ``force`` ignores the cadence.
         Returns whether they were queued."""
@@ -53,10 +61,10 @@ class FigureLog:
         del overlay[:-OVERLAY]
         if not force and count % self.every_n_checks:
             return False
-        from eqmonitor.plots.worker import FigureJob, FigureWorker
+        from eqmonitor.plots.worker import FigureJob
 
         if self._worker is None:
-            self._worker = FigureWorker()
+            self.start()
         layers = result.layers
         if layers is not None:
             layers = dataclasses.replace(layers, cumulative=layers.cumulative.cpu(), isolated=layers.isolated.cpu())

@@ -236,6 +236,8 @@ class EquivarianceMonitor(Callback):
                 gen = torch.Generator().manual_seed(self.seed)
                 self._elements[sym.name] = default_elements(sym.group, self.n_elements, gen).to(pl_module.device)
                 dry_run(pl_module, self.probe.x, self.probe.labels, sym, self._elements[sym.name], self.options)
+            if self.plots and trainer.is_global_zero:
+                self._figures.start()
             self._writer = RunRecords.open(
                 trainer,
                 self.records,

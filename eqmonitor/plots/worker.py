@@ -169,6 +169,15 @@ class FigureWorker:
         return {} if child is None else dict(child.info)
 
     # ------------------------------------------------------------------ api
+    def start(self) -> None:
+        """Start the child now rather than at the first submit (its imports then overlap the caller's work)."""
+        if self._child is None and not self._given_up and not self._dead:
+            try:
+                self._start()
+            except OSError as err:
+                with self._lock:
+                    self._dead = f"it could not be started: {err}"
+
     def submit(self, job: FigureJob) -> None:
         """Queue ``job``; returns at once (the conversion to numpy and the pickling are all it costs here)."""
         self._check_dead()
