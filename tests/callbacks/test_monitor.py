@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from monitor_specs import C4_SPEC
+from monitor_specs import C4_SPEC, nan_on_rotated
 from torch.utils.data import DataLoader, Dataset
 
 import eqmonitor as eqm
@@ -123,22 +123,10 @@ def test_sanity_check_and_fast_dev_run_log_nothing(fit, tmp_path):
     assert [e["global_step"] for e in mon.history["c4"]] == [4]
 
 
-class _NaNOnRotated(DigitsClassifier):
-    """Outputs NaN for inputs whose mass sits in the bottom half (rotations of upright digits), in eval mode."""
-
-    def forward(self, x):
-        out = super().forward(x)
-        if self.training:
-            return out
-        h = x.shape[-2] // 2
-        bad = x[..., h:, :].flatten(1).sum(1) > x[..., :h, :].flatten(1).sum(1) * 1.5
-        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
-
-
 def test_nan_outputs_are_reported_as_nonfinite_and_breach_the_guard(fit):
     mon = monitor(check_at_start=True)
     guard = eqm.EquivarianceGuard("equivariance/c4/error_mean", threshold=1e9, on_breach="stop", check_finite=True)
-    trainer, _, _ = fit([mon, guard], model=_NaNOnRotated(), max_epochs=3)
+    trainer, _, _ = fit([mon, guard], model=nan_on_rotated(), max_epochs=3)
     first = mon.history["c4"][0]["metrics"]
     assert 0 < first["nonfinite"] < 1
     assert math.isfinite(first["error_mean"])  # NaN pairs are counted, never averaged in
@@ -148,7 +136,7 @@ def test_nan_outputs_are_reported_as_nonfinite_and_breach_the_guard(fit):
 
 def test_nan_without_check_finite_does_not_breach(fit):
     guard = eqm.EquivarianceGuard("equivariance/c4/error_mean", threshold=1e9, on_breach="stop", check_finite=False)
-    trainer, _, _ = fit([monitor(), guard], model=_NaNOnRotated(), max_epochs=1)
+    trainer, _, _ = fit([monitor(), guard], model=nan_on_rotated(), max_epochs=1)
     assert guard.stopped_reason is None and trainer.current_epoch == 1
 
 
