@@ -99,6 +99,10 @@ class _Child:
         self._on_result, self._on_exit = on_result, on_exit
         self.sender = threading.Thread(target=self._send, name="eqmonitor-figures-send", daemon=True)
         self.receiver = threading.Thread(target=self._receive, name="eqmonitor-figures-receive", daemon=True)
+
+    def start_threads(self) -> None:
+        """Start the pipe threads; the owner calls it once it holds this child (a child that dies at once is then
+        reported as its current one, not mistaken for one closed on purpose)."""
         self.sender.start()
         self.receiver.start()
 
@@ -158,7 +162,7 @@ class _Child:
                 self.proc.kill()
                 self.proc.wait()
         for thread in (self.sender, self.receiver):
-            if thread is not threading.current_thread():
+            if thread is not threading.current_thread() and thread.ident is not None:  # started
                 thread.join(timeout=2)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

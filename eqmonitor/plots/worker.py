@@ -259,6 +259,7 @@ class FigureWorker:
     def _start(self) -> None:
         self._child = _Child(self.executable, self.nice, self._finish, self._exited)
         self._finalizer = weakref.finalize(self, self._child.stop)
+        self._child.start_threads()
 
     def _finish(self, child: Optional[_Child], seq: int, result: Any) -> None:
         with self._lock:
