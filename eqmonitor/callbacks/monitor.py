@@ -348,15 +348,12 @@ class EquivarianceMonitor(Callback):
         try:
             for guard in guards:  # may raise EquivarianceBreachError: records and figures are written first
                 guard.evaluate(trainer, report=report, checked=[s.name for s in self.symmetries], at_start=at_start)
-        except EquivarianceBreachError:
-            # every rank raises at this check (the decision is reduced): rank 0 writes the records and figures while
-            # the others wait, or Lightning's launcher would kill rank 0 as soon as another rank's process exits
+        except BaseException as err:
             self._write(trainer, done, guards, step, wait=True)
-            if trainer.world_size > 1:
+            if isinstance(err, EquivarianceBreachError) and trainer.world_size > 1:
+                # every rank raises at this check (the decision is reduced): the others wait while rank 0 writes,
+                # or Lightning's launcher would kill rank 0 as soon as another rank's process exits
                 trainer.strategy.barrier("eqmonitor-breach")
-            raise
-        except BaseException:
-            self._write(trainer, done, guards, step, wait=True)
             raise
         self._write(trainer, done, guards, step)
 
