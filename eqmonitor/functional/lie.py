@@ -22,9 +22,9 @@ Images move as ``(g·x)(p) = x(M_t⁻¹(p − t_t))``, so ``τ(x)(p) = −∇x(p
 Vector fields (:class:`~eqmonitor.actions.VectorField`) also turn their vectors: ``τ(F) = A F − ∇F · v`` with ``A``
 the generator's matrix (the rotation generator ``[[0, −1], [1, 0]]``, the identity for scaling, zero for shifts).
 
-The image gradient ``∇x`` is taken by **eighth-order finite differences** by default (``tangent="fd8"``; one-sided
-stencils of the same order within four pixels of the border, so the image is read as a window onto a smooth scene;
-wrapping around for ``padding="circular"``); ``"fd6"``, ``"fd4"``, ``"spectral"`` and the former default
+The image gradient ``∇x`` is taken by **eighth-order finite differences** by default (``tangent="fd8"``; within
+four pixels of the border, narrower central and then fourth-order inward-biased stencils that read nothing outside,
+so the image is read as a window onto a smooth scene; wrapping around for ``padding="circular"``); ``"fd6"``, ``"fd4"``, ``"spectral"`` and the former default
 ``"central"`` (``(x[i+1] − x[i−1]) / 2``, zeros outside) are offered too (see :mod:`~eqmonitor.functional.tangents`).
 The tangent is pushed through the model with one forward-mode ``torch.func.jvp``; layers without forward-mode AD
 (``grid_sample``) fall back to the double-backward trick (``J v = ∂/∂w ⟨J^T w, v⟩``).

@@ -121,7 +121,7 @@ def test_default_tangent_is_within_15_percent_of_the_analytic_ground_truth(model
     truth = ground_truth(model, sym, generator)
     res = lie_derivative(model, scene_images(generator, 0.0), sym, generator=generator)
     assert res.tangent == TANGENTS[0] == "fd8"
-    assert vector_error(res, truth) < TOL  # measured ≤ 0.03% (plain CNN), ≤ 1.6% (escnn)
+    assert vector_error(res, truth) < TOL  # measured ≤ 0.11% (plain CNN), ≤ 1.5% (escnn)
     assert float(truth.flatten(1).norm(dim=1).min()) > 0  # a real derivative, not 0 against 0
 
 
@@ -135,7 +135,7 @@ def test_former_central_tangent_misreads_the_nearly_invariant_model():
     old = lie_derivative(model, scene_images("rotation", 0.0), sym, tangent="central")
     new = lie_derivative(model, scene_images("rotation", 0.0), sym)
     assert float(true_rel.max()) < 1e-2  # nearly invariant
-    assert vector_error(old, truth) > 0.5 > TOL > 10 * vector_error(new, truth)  # measured 111% and 0.3%
+    assert vector_error(old, truth) > 0.5 > TOL > 10 * vector_error(new, truth)  # measured 111% and 0.9%
 
 
 @pytest.mark.parametrize("tangent", [t for t in TANGENTS if t != "spectral"])
