@@ -24,8 +24,9 @@ the generator's matrix (the rotation generator ``[[0, −1], [1, 0]]``, the iden
 
 The image gradient ``∇x`` is taken by **eighth-order finite differences** by default (``tangent="fd8"``; within
 four pixels of the border, narrower central and then fourth-order inward-biased stencils that read nothing outside,
-so the image is read as a window onto a smooth scene; wrapping around for ``padding="circular"``); ``"fd6"``, ``"fd4"``, ``"spectral"`` and the former default
-``"central"`` (``(x[i+1] − x[i−1]) / 2``, zeros outside) are offered too (see :mod:`~eqmonitor.functional.tangents`).
+so the image is read as a window onto a smooth scene; wrapping around for ``padding="circular"``); ``"fd6"``,
+``"fd4"``, ``"spectral"`` and the former default ``"central"`` (``(x[i+1] − x[i−1]) / 2``, zeros outside) are offered
+too (see :mod:`~eqmonitor.functional.tangents`).
 The tangent is pushed through the model with one forward-mode ``torch.func.jvp``; layers without forward-mode AD
 (``grid_sample``) fall back to the double-backward trick (``J v = ∂/∂w ⟨J^T w, v⟩``).
 

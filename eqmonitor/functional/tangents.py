@@ -97,6 +97,13 @@ def _edge_offsets(i: int, n: int, half: int) -> tuple[int, ...]:
     return tuple(range(lo - i, lo - i + m + 1))
 
 
+def _wrap(x: Tensor, dim: int, k: int) -> Tensor:
+    """The ``|k|`` pixels that wrap in before (``k < 0``) or after (``k > 0``) ``x`` along ``dim``, for any length."""
+    n = x.shape[dim]
+    idx = torch.arange(n - abs(k), n, device=x.device) % n if k < 0 else torch.arange(k, device=x.device) % n
+    return x.index_select(dim, idx)
+
+
 def _high_order_difference(x: Tensor, dim: int, order: int, circular: bool) -> Tensor:
     """The derivative along ``dim`` by ``order``-th-order central differences (``order + 1`` points); within
     ``order / 2`` pixels of the ends (unless ``circular``) the stencils of :func:`_edge_offsets`, so nothing outside
@@ -106,7 +113,18 @@ def _high_order_difference(x: Tensor, dim: int, order: int, circular: bool) -> T
         return torch.zeros_like(x)
     central = _stencil(tuple(range(-half, half + 1)))
     if circular or n > order:
-        out = sum(w * _shifted(x, dim, k, circular) for k, w in zip(range(-half, half + 1), central) if w != 0.0)
+        if circular:
+            ends = [x.narrow(dim, n - half, half) if half <= n else _wrap(x, dim, -half), x]
+            padded = torch.cat(ends + [x.narrow(dim, 0, half) if half <= n else _wrap(x, dim, half)], dim)
+        else:
+            zeros = torch.zeros_like(x.narrow(dim, 0, 1)).expand(
+                *x.shape[: dim % x.ndim], half, *x.shape[dim % x.ndim + 1 :]
+            )
+            padded = torch.cat([zeros, x, zeros], dim)
+        out = torch.zeros_like(x)
+        for k, w in zip(range(-half, half + 1), central):
+            if w != 0.0:
+                out.add_(padded.narrow(dim, half + k, n), alpha=w)
         if circular:
             return out
     else:
