@@ -22,7 +22,14 @@ from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups import _as_elements
 from eqmonitor.results import OrbitErrors
-from eqmonitor.summary import _STATE_REDUCE, REDUCTIONS, OrbitSummary, _summary_compute, _summary_default, _summary_update
+from eqmonitor.summary import (
+    _STATE_REDUCE,
+    REDUCTIONS,
+    OrbitSummary,
+    _summary_compute,
+    _summary_default,
+    _summary_update,
+)
 from eqmonitor.symmetry import OutputKey, Symmetry
 
 __all__ = ["EquivarianceError"]
@@ -161,7 +168,9 @@ class EquivarianceError(Metric):
             self.add_state("samples", [], dist_reduce_fx="cat")
 
     @staticmethod
-    def _validate(symmetry: Any, n_elements: int, which: str, reduction: Any, max_batch: Any, keep_samples: Any) -> None:
+    def _validate(
+        symmetry: Any, n_elements: int, which: str, reduction: Any, max_batch: Any, keep_samples: Any
+    ) -> None:
         if not isinstance(symmetry, Symmetry):
             raise TypeError(
                 f"Expected `symmetry` to be an eqmonitor Symmetry or a dict of `Symmetry.from_spec` arguments, but "

@@ -104,7 +104,10 @@ class OrbitSummary:
             raise ValueError(f"Expected `reduction` to be one of {tuple(REDUCTIONS)}, but got {reduction!r}.")
         value = getattr(self, REDUCTIONS[reduction])
         if value is None:
-            raise ValueError("`reduction='p95'` needs the per-pair values: construct the metric with it (it keeps them).")
+            raise ValueError(
+                "`reduction='p95'` needs the per-pair values: construct the metric with `reduction='p95'` or "
+                "`keep_samples=True`."
+            )
         return value
 
     def to(self, device: torch.device | str) -> "OrbitSummary":

@@ -16,8 +16,8 @@ from torch import nn
 
 import eqmonitor as eqm
 from eqmonitor.functional import orbit_errors
-from eqmonitor.summary import _summary_compute, _summary_update
 from eqmonitor.metric import EquivarianceError
+from eqmonitor.summary import _summary_compute, _summary_update
 
 C4 = {"name": "c4", "group": "c4", "input": "image", "output": "invariant"}
 ROT = {"name": "rotation", "group": "so2", "input": "image", "output": "invariant"}

@@ -130,3 +130,15 @@ def test_reductions_and_their_errors():
     old = legacy.compute()
     assert float(old["mean"]) == float(metric.compute()) and int(old["nonfinite"]) == 0  # the old dict, old meanings
     assert old["per_element_mean"].shape == (4,)
+
+
+def test_deprecated_check_summarize_is_the_summary_as_floats():
+    from eqmonitor import check
+    from eqmonitor.functional import orbit_errors
+    from eqmonitor.summary import summarize
+
+    sym = eqm.Symmetry.from_spec(**ROT)
+    res = orbit_errors(lambda x: x[:, :, 0, 0], _data(3, 5), sym, sym.group.grid(4))
+    with pytest.warns(DeprecationWarning, match="eqmonitor.summary.summarize"):
+        old = check.summarize(res)
+    assert old == summarize(res).to_floats() and old["error_mean"] > 0

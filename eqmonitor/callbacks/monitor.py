@@ -57,8 +57,9 @@ class EquivarianceMonitor(Callback):
         equivariance/<name>/layer/<layer>            (layerwise=True: isolated error of each layer)
         equivariance/<name>/grad_input, grad_param/<param>   (gradients=True)
 
-    (the first line: the fields of :func:`eqmonitor.summary.summarize`, which :func:`~eqmonitor.check.run_check`
-    calls once per check) and images ``equivariance/<name>/nero_aggregate | nero_individual | nero_dr | layers`` (rendered in a worker
+    (the first line holds the fields of :func:`eqmonitor.summary.summarize`, which :func:`~eqmonitor.check.run_check`
+    calls once per check)
+    and images ``equivariance/<name>/nero_aggregate | nero_individual | nero_dr | layers`` (rendered in a worker
     process on rank 0, logged at the step of their check), appends a record of each check to this run's own records
     folder (``<log_dir>/eqmonitor_records`` with TensorBoard/CSV, ``<save_dir>/eqmonitor_records/<run id>`` with W&B,
     ``<default_root_dir>/eqmonitor_records/version_<n>`` without a logger), raises drift alerts, and hands each

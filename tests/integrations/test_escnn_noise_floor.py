@@ -21,12 +21,7 @@ from eqmonitor.data import load_digits  # noqa: E402
 WIDTHS = (6, 12, 12, 16, 16, 12)  # escnn's example: 24, 48, 48, 96, 96, 64 regular fields
 
 
-@pytest.fixture(scope="module", autouse=True)
-def exact_svd():
-    """escnn's exact SciPy SVD path while the models are built (see test_escnn_integration.py)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(escnn.group._numerical, "randomized_svd", None)
-        yield
+pytestmark = pytest.mark.usefixtures("escnn_exact_svd")  # see conftest.py
 
 
 class PlainConv(enn.EquivariantModule):
@@ -64,7 +59,9 @@ class C8SteerableCNN(nn.Module):
         self.body = enn.SequentialModule(*layers)
         self.gpool = enn.GroupPooling(in_type)
         c = self.gpool.out_type.size
-        self.fully_net = nn.Sequential(nn.Linear(c, 64), nn.BatchNorm1d(64), nn.ELU(inplace=True), nn.Linear(64, n_classes))
+        self.fully_net = nn.Sequential(
+            nn.Linear(c, 64), nn.BatchNorm1d(64), nn.ELU(inplace=True), nn.Linear(64, n_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gpool(self.body(enn.GeometricTensor(x, self.input_type))).tensor
