@@ -128,7 +128,7 @@ def test_reductions_and_their_errors():
         legacy = EquivarianceError(ROT, n_elements=4, reduction=None)
     legacy.update(lambda x: x[:, :, 3, 6], _data(3, 4))
     old = legacy.compute()
-    assert float(old["mean"]) == float(metric.compute()) > 0 and int(old["nonfinite"]) == 0  # the old dict, old meanings
+    assert float(old["mean"]) == float(metric.compute()) > 0 and int(old["nonfinite"]) == 0  # the old dict
     assert old["per_element_mean"].shape == (4,)
 
 
