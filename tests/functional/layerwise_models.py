@@ -74,20 +74,27 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision's ``ResNet`` with ``BasicBlock`` and one block per stage (``resnet18`` has two), ``width`` channels
-    in the first stage (64 in ``resnet18``), doubling per stage."""
+    """torchvision's ``ResNet`` with ``BasicBlock``: ``blocks`` per stage (``resnet18``: ``(2, 2, 2, 2)``), ``width``
+    channels in the first stage (64 in ``resnet18``), doubling per stage."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 4, inplace: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 4,
+        inplace: bool = True,
+        blocks: tuple = (1, 1, 1, 1),
+    ) -> None:
         super().__init__()
         self.inplanes = width
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(width, 1)
-        self.layer2 = self._make_layer(2 * width, 1, stride=2)
-        self.layer3 = self._make_layer(4 * width, 1, stride=2)
-        self.layer4 = self._make_layer(8 * width, 1, stride=2)
+        self.layer1 = self._make_layer(width, blocks[0])
+        self.layer2 = self._make_layer(2 * width, blocks[1], stride=2)
+        self.layer3 = self._make_layer(4 * width, blocks[2], stride=2)
+        self.layer4 = self._make_layer(8 * width, blocks[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(8 * width, num_classes)
         if not inplace:
