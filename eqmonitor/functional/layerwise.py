@@ -303,16 +303,26 @@ class _Probe:
         }
 
     def _measure(self, model, rec, x_in, ks, rows, plans, plans_u) -> tuple[dict, dict]:
-        """One forward of ``x_in`` (pairs ``(rows, ks)``): each layer's cumulative error, taken inside its hook
-        (before any later in-place operation), then its isolated error on the transformed reference input."""
-        cum, iso, expected = {}, {}, {}
+        """One forward of ``x_in`` (pairs ``(rows, ks)``): inside each layer's hook (before any later in-place
+        operation), its cumulative error, then its isolated error on the transformed reference input (so that no
+        layer's expected output outlives its hook)."""
+        cum, iso = {}, {}
 
         def on_output(nm: str, out: Tensor) -> None:
             if self.acts.get(nm) is None:
                 return
             g_m, a_m = self.acts[nm]
-            expected[nm] = a_m.apply(g_m, plans[nm], ks, self.refs[nm].index_select(0, rows))
-            cum[nm] = relative(a_m.prepare(g_m, out.to(_F64)), expected[nm])
+            expected = a_m.apply(g_m, plans[nm], ks, self.refs[nm].index_select(0, rows))
+            cum[nm] = relative(a_m.prepare(g_m, out.to(_F64)), expected)
+            if nm in self.in_acts:
+                g_i, a_i = self.in_acts[nm]
+                ut = a_i.apply(g_i, plans_u[nm], ks, self.refs_u[nm].index_select(0, rows))
+                rec.mode = "off"  # the layer alone: its own hooks (and its children's) record nothing
+                try:
+                    alone = _call(self.modules[nm], self.adapters.get(nm), ut)
+                finally:
+                    rec.mode = "measure"
+                iso[nm] = relative(a_m.prepare(g_m, alone.to(_F64)), expected)
 
         rec.on_output, rec.mode = on_output, "measure"
         try:
@@ -320,12 +330,6 @@ class _Probe:
         finally:
             rec.mode, rec.on_output = "off", None
             rec.reset()
-        for nm in expected:
-            if nm in self.in_acts:
-                (g_i, a_i), (g_m, a_m) = self.in_acts[nm], self.acts[nm]
-                ut = a_i.apply(g_i, plans_u[nm], ks, self.refs_u[nm].index_select(0, rows))
-                out = a_m.prepare(g_m, _call(self.modules[nm], self.adapters.get(nm), ut).to(_F64))
-                iso[nm] = relative(out, expected[nm])
         return cum, iso
 
     def run(self, model, rec, max_batch: int, bar) -> None:
