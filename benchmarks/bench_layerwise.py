@@ -34,8 +34,9 @@ def _status() -> dict:
 
 def child(args) -> dict:
     sys.path.insert(0, MODELS)
-    import eqmonitor as eqm
     from layerwise_models import c4_resnet
+
+    import eqmonitor as eqm
 
     model = c4_resnet(in_channels=3, width=args.width, blocks=(2, 2, 2, 2)).to(args.device)
     sym = eqm.Symmetry.from_spec(name="c4", group="c4")

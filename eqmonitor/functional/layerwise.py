@@ -54,7 +54,6 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
-
 from torch.nn.utils import parametrize
 
 from eqmonitor.actions.base import Action
@@ -144,7 +143,9 @@ def _adapters_for(model: nn.Module, symmetry: Symmetry) -> dict[str, FeatureAdap
 def _parametrization_internals(named: dict[str, nn.Module]) -> set:
     """Names of the modules inside the ``parametrizations`` of parametrized modules (``weight_norm``,
     ``spectral_norm``, ``orthogonal``, ``register_parametrization``): they compute a weight, not a feature."""
-    roots = [f"{n}.parametrizations" if n else "parametrizations" for n, m in named.items() if parametrize.is_parametrized(m)]
+    roots = [
+        f"{n}.parametrizations" if n else "parametrizations" for n, m in named.items() if parametrize.is_parametrized(m)
+    ]
     return {n for n in named if any(n == r or n.startswith(r + ".") for r in roots)}
 
 
@@ -236,7 +237,11 @@ def layer_errors(
     recorder = Recorder(modules, adapters)
     try:
         bar_desc = f"eqmonitor: {symmetry.name} layers"
-        with isolated(model, train=mode == "train"), parametrize.cached(), progress_bar(k * n, bar_desc, progress) as bar:
+        with (
+            isolated(model, train=mode == "train"),
+            parametrize.cached(),
+            progress_bar(k * n, bar_desc, progress) as bar,
+        ):
             x0 = phi.prepare(group, x)
             recorder.mode = "keep"
             recorder.keep_input(x0)
@@ -380,5 +385,3 @@ def _call(module: nn.Module, adapter: Optional[FeatureAdapter], u: Tensor) -> Te
     unwrap = adapter.unwrap if adapter is not None and adapter.unwrap is not None else None
     out = module(wrap(u) if wrap else u)
     return unwrap(out) if unwrap else out
-
-

@@ -86,7 +86,9 @@ def test_the_flattened_action_is_a_permutation_of_the_entries_on_exact_elements(
     k = torch.tensor([[1], [2], [3]])
     turned = act(c4.group, k, fmap.flatten(1))
     assert torch.equal(turned, eqm.actions.ImageAction(mask=None)(c4.group, k, fmap).flatten(1))
-    assert torch.equal(turned.sort(1).values, fmap.flatten(1).sort(1).values) and not torch.equal(turned, fmap.flatten(1))
+    assert torch.equal(turned.sort(1).values, fmap.flatten(1).sort(1).values) and not torch.equal(
+        turned, fmap.flatten(1)
+    )
     assert bool(act.exact_elements(c4.group, c4.group.all_elements(), turned.shape).all())
 
 
