@@ -201,6 +201,8 @@ def dry_run(
     with what to change, instead of at the first check."""
     try:
         orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
+        if options.layerwise:
+            layer_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
         if options.gradients:
             if labels is None and options.loss_fn is LOSSES["cross_entropy"]:
                 raise ValueError(

@@ -87,6 +87,26 @@ def likely_cause(module_type: str) -> str:
     return "custom layer: check its own equivariance (e.g. with `assert_equivariant` on the layer alone)"
 
 
+def _layer_section(lw: dict[str, Any]) -> list[str]:
+    """The layer-wise lines of the text report: a row per layer, "not measured (why)" where there is no number."""
+    skipped = lw.get("not_measured", {})
+    state = lw["verdict"]
+    if skipped:
+        state += f": {len(skipped)} of {len(lw['rows'])} layers not measured"
+    out = ["", f"  layer-wise ({state}; isolated tolerance {lw['tolerance']:.1e})"]
+    if lw["first_failing"]:
+        out.append(f"  first failing layer: {lw['first_failing']} — likely cause: {lw['likely_cause']}")
+    if skipped:
+        out.append("  not measured: " + ", ".join(f"{n} ({why})" for n, why in skipped.items()))
+    out.append(f"  {'layer':<24}{'type':<22}{'cumulative':<14}isolated")
+    for r in lw["rows"]:
+        mark = "  <-- first failing" if r["failing"] else ""
+        why = r.get("not_measured")
+        iso = f"not measured ({why})" if why else _fmt(r["isolated"])
+        out.append(f"  {r['layer']:<24}{r['type']:<22}{_fmt(r['cumulative']):<14}{iso}{mark}")
+    return out
+
+
 def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else ("nan" if not math.isfinite(v) else f"{v:.3e}")
 
@@ -209,11 +229,20 @@ class AuditReport:
         return self.nonfinite_count
 
     def add_layers(self, layer_errors: LayerErrors) -> None:
-        """Add the layer-wise section: per-layer cumulative/isolated means, the first failing layer, a likely cause."""
+        """Add the layer-wise section: per-layer cumulative/isolated means, the first failing layer, a likely cause,
+        and the layers that could not be measured (never called ok: the verdict is then ``"incomplete"``)."""
         le = layer_errors
         cum, iso = le.per_layer("cumulative").cpu().tolist(), le.per_layer("isolated").cpu().tolist()
+        skipped = dict(le.not_measured)
         rows = [
-            {"layer": n, "type": t, "cumulative": c, "isolated": i, "failing": n == le.first_failing}
+            {
+                "layer": n,
+                "type": t,
+                "cumulative": c if math.isfinite(c) else None,
+                "isolated": None if n in skipped or not math.isfinite(i) else i,
+                "failing": n == le.first_failing,
+                "not_measured": skipped.get(n),
+            }
             for n, t, c, i in zip(le.names, le.types, cum, iso)
         ]
         culprit = next((r for r in rows if r["failing"]), None)
@@ -222,7 +251,8 @@ class AuditReport:
             "first_failing": le.first_failing,
             "likely_cause": None if culprit is None else likely_cause(culprit["type"]),
             "tolerance": le.tolerance,
-            "verdict": "broken" if culprit else "ok",
+            "not_measured": skipped,
+            "verdict": "broken" if culprit else ("incomplete" if skipped else "ok"),
         }
 
     def add_gradients(self, gradient_errors: GradientErrors) -> None:
@@ -367,14 +397,7 @@ class AuditReport:
     def _sections(self) -> list[str]:
         out = []
         if self.layers is not None:
-            lw = self.layers
-            out += ["", f"  layer-wise ({lw['verdict']}; isolated tolerance {lw['tolerance']:.1e})"]
-            if lw["first_failing"]:
-                out.append(f"  first failing layer: {lw['first_failing']} — likely cause: {lw['likely_cause']}")
-            out.append(f"  {'layer':<24}{'type':<22}{'cumulative':<14}isolated")
-            for r in lw["rows"]:
-                mark = "  <-- first failing" if r["failing"] else ""
-                out.append(f"  {r['layer']:<24}{r['type']:<22}{_fmt(r['cumulative']):<14}{_fmt(r['isolated'])}{mark}")
+            out += _layer_section(self.layers)
         if self.gradients is not None:
             gr = self.gradients
             out += ["", f"  gradients ({gr['verdict']}, on {gr['judged_on']})"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 import torch
@@ -203,8 +203,18 @@ class LayerErrors:
         isolated: ``[L, N, K]`` relative error of the layer alone on its transformed input (NaN where it has no
             single tensor input or no derivable action).
         elements, exact: the elements ``[K, p]`` and which are exact ``bool [K]``.
-        tolerance: the isolated error above which a layer fails; ``first_failing``: the first such layer, or None.
+        tolerance: the isolated error above which a layer fails; ``first_failing``: the first measured such layer,
+            or None (judged on the layers whose isolated error was measured: see ``not_measured``).
         mode: ``"eval"`` or ``"train"``, the mode the model was probed in.
+        not_measured: ``{layer: reason}`` for every layer whose isolated error could not be measured (its row is
+            NaN there; its cumulative error may still be measured): ``"unknown feature action"`` (a flat feature
+            whose origin does not tell how it transforms), ``"unknown input action"``, ``"feature map too small for
+            the disc mask"``, ``"several inputs"`` (not one tensor argument), ``"not per-sample"`` (its batch is
+            not the model's), ``"skipped"`` (an override) or ``"capture unreliable"`` (the identity self-check
+            failed: both rows NaN).
+        self_check: ``[L, 2]`` the largest cumulative and isolated error at the identity element on the reference
+            batch (NaN where not measured); above float precision, the layer is ``"capture unreliable"``.
+        kept_bytes: memory the reference captures held (copies of the layers' inputs and outputs).
     """
 
     names: list
@@ -218,6 +228,9 @@ class LayerErrors:
     symmetry: str
     dtype: torch.dtype
     mode: str = "eval"
+    not_measured: dict = field(default_factory=dict)
+    self_check: Optional[Tensor] = None
+    kept_bytes: int = 0
 
     @classmethod
     def build(cls, **kw) -> "LayerErrors":
@@ -230,6 +243,11 @@ class LayerErrors:
     def per_layer(self, which: str = "isolated") -> Tensor:
         """``[L]`` mean error of each layer over samples and elements (NaN where not measured)."""
         return getattr(self, which).flatten(1).nanmean(1)
+
+    @property
+    def measured(self) -> list:
+        """The layers whose isolated error was measured (``first_failing`` is judged among them)."""
+        return [nm for nm in self.names if nm not in self.not_measured]
 
 
 @dataclass(frozen=True)

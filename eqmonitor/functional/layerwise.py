@@ -14,7 +14,23 @@ Forward hooks capture each chosen layer's input ``u`` and output at ``x`` and at
    on its input and, if its output has the same shape, on its output (an activation between two e3nn layers); a
    layer that returns an adapted layer's output tensor itself (an unwrapping step) has its action;
 4. the input action at the feature's resolution (:func:`~eqmonitor.functional._features.feature_action`): image
-   maps, ViT-style token grids, invariant pooled features; anything else is skipped.
+   maps, ViT-style token grids, invariant globally pooled maps;
+5. a flat feature ``[B, D]`` from its origin (:func:`~eqmonitor.functional._features.resolve_actions`): the
+   model's output has the symmetry's output action; ``nn.Flatten`` or a contiguous reshape in ``forward``
+   (``torch.flatten``, ``view``) of a feature carries its action (a permutation of the entries, on exact elements);
+   the output of a layer with an invariant input is invariant; elementwise activations keep their input's action.
+
+A layer whose action cannot be known, or a map too small to keep a pixel inside the disc mask, is *not measured*
+(``LayerErrors.not_measured`` says why; its errors are NaN, never 0), and ``first_failing`` is judged among the
+measured layers only.
+
+**Captures** (:mod:`~eqmonitor.functional._captures`) are immune to in-place operations (``ReLU(inplace=True)``,
+``out += identity``): inputs are copied before the layer runs, outputs as it returns, and the measuring passes
+compare each output inside its hook. A **self-check** re-runs the reference batch at the identity element: every
+layer must reproduce its capture (cumulative and isolated errors at float precision), else it is reported as
+``"capture unreliable"`` with no number. Parametrized modules (``weight_norm``, ``spectral_norm``, ``orthogonal``,
+``register_parametrization``) are one layer each; what is inside their ``parametrizations`` is never hooked, and the
+parametrized weights are computed once per probe (``parametrize.cached``).
 
 **Adapter protocol.** Libraries whose modules declare their representations (e3nn's ``irreps_in`` / ``irreps_out``,
 escnn's ``in_type`` / ``out_type``) plug in with ``register_feature_adapter(fn)``: ``fn(module, symmetry)`` returns a
@@ -38,9 +54,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from eqmonitor.actions.base import Action, Invariant
-from eqmonitor.functional._features import TokenGridAction, feature_action, token_grid
+from eqmonitor.actions.base import Action
+from eqmonitor.functional._captures import Recorder
+from eqmonitor.functional._features import (
+    ReshapedAction,
+    TokenGridAction,
+    feature_action,
+    resolve_actions,
+    token_grid,
+)
 from eqmonitor.functional._isolation import isolated, model_dtype
 from eqmonitor.functional.distances import relative
 from eqmonitor.functional.orbit import _exact_hint, _orbit_errors_arg_validation, _orbit_errors_tensor_validation
@@ -52,6 +76,7 @@ from eqmonitor.symmetry import Symmetry
 
 __all__ = [
     "FeatureAdapter",
+    "ReshapedAction",
     "TokenGridAction",
     "feature_action",
     "layer_errors",
@@ -115,66 +140,47 @@ def _adapters_for(model: nn.Module, symmetry: Symmetry) -> dict[str, FeatureAdap
     return out
 
 
+def _parametrization_internals(named: dict[str, nn.Module]) -> set:
+    """Names of the modules inside the ``parametrizations`` of parametrized modules (``weight_norm``,
+    ``spectral_norm``, ``orthogonal``, ``register_parametrization``): they compute a weight, not a feature."""
+    roots = [
+        f"{n}.parametrizations" if n else "parametrizations" for n, m in named.items() if parametrize.is_parametrized(m)
+    ]
+    return {n for n in named if any(n == r or n.startswith(r + ".") for r in roots)}
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    """No children, or only the ``parametrizations`` of a parametrized module (which is one layer)."""
+    return all(k == "parametrizations" and parametrize.is_parametrized(module) for k, _ in module.named_children())
+
+
 def _select_layers(model: nn.Module, layers: LayerSpec, adapted: dict) -> dict[str, nn.Module]:
     named = dict(model.named_modules())
+    internal = _parametrization_internals(named)
     if layers is None:
         chosen, blocks = {}, []
         for n, m in named.items():
-            if not n or any(n.startswith(b + ".") for b in blocks) or isinstance(m, _SKIPPED_TYPES):
+            if not n or n in internal or any(n.startswith(b + ".") for b in blocks) or isinstance(m, _SKIPPED_TYPES):
                 continue
             if n in adapted or isinstance(m, _ATOMIC_TYPES):
                 blocks.append(n)
                 chosen[n] = m
-            elif not list(m.children()):
+            elif _is_leaf(m):
                 chosen[n] = m
         return chosen
     if callable(layers):
-        return {n: m for n, m in named.items() if n and layers(n, m)}
+        return {n: m for n, m in named.items() if n and n not in internal and layers(n, m)}
     missing = [n for n in layers if n not in named]
     if missing:
         raise ValueError(f"Unknown layer names {missing}; the model has {sorted(n for n in named if n)}.")
+    inside = [n for n in layers if n in internal]
+    if inside:
+        raise ValueError(
+            f"{inside} are inside a parametrization (they compute a parametrized weight, not a feature); name the "
+            "parametrized module itself, e.g. "
+            f"{sorted({n.split('.parametrizations')[0] or '<the model>' for n in inside})}."
+        )
     return {n: named[n] for n in layers}
-
-
-class _Recorder:
-    """Forward hooks that keep each layer's first (unwrapped) tensor input and output of the current forward, and
-    which recorded layer produced each input."""
-
-    def __init__(self, modules: dict[str, nn.Module], adapters: dict[str, FeatureAdapter]) -> None:
-        self.adapters = adapters
-        self.reset()
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
-
-    def _hook(self, name: str) -> Callable:
-        unwrap = getattr(self.adapters.get(name), "unwrap", None) or (lambda v: v)
-
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if name in self.outputs:
-                return  # first call only (a module reused within a forward is measured at its first use)
-            out = unwrap(output)
-            if not isinstance(out, Tensor):
-                return
-            u = unwrap(args[0]) if len(args) == 1 else None
-            u = u if isinstance(u, Tensor) else None
-            self.outputs[name], self.inputs[name] = out, u
-            self.producer[name] = self._by_id.get(id(u)) if u is not None else None
-            self.same_as[name] = self._by_id.get(id(out))  # it returns another layer's output tensor itself
-            self._by_id.setdefault(id(out), name)  # valid while `outputs` holds the tensor
-            self.order.append(name)
-
-        return hook
-
-    def reset(self) -> None:
-        self.inputs: dict[str, Optional[Tensor]] = {}
-        self.outputs: dict[str, Tensor] = {}
-        self.producer: dict[str, Optional[str]] = {}
-        self.same_as: dict[str, Optional[str]] = {}
-        self._by_id: dict[int, str] = {}
-        self.order: list[str] = []
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
 
 
 def layer_errors(
@@ -228,68 +234,149 @@ def layer_errors(
     n, k = x.shape[0], elements.shape[0]
     dtype = model_dtype(model) or x.dtype
     tol = default_tolerance(dtype) if tolerance is None else tolerance
-    recorder = _Recorder(modules, adapters)
+    recorder = Recorder(modules, adapters)
     try:
         bar_desc = f"eqmonitor: {symmetry.name} layers"
-        with isolated(model, train=mode == "train"), progress_bar(k * n, bar_desc, progress) as bar:
+        with (
+            isolated(model, train=mode == "train"),
+            parametrize.cached(),
+            progress_bar(k * n, bar_desc, progress) as bar,
+        ):
             x0 = phi.prepare(group, x)
+            recorder.mode = "keep"
+            recorder.keep_input(x0)
             out = model(x0)
-            if symmetry.output_key is not None:  # not compared here, but a selector that does not fit is an error
-                symmetry.select_output(out)
+            recorder.mode = "off"
+            final = symmetry.select_output(out) if symmetry.output_key is not None else out
             names = list(recorder.order)
-            at_x = {nm: recorder.outputs[nm] for nm in names}
-            inputs_x = {nm: recorder.inputs[nm] for nm in names}
-            acts, in_acts = _resolve_all(symmetry, x.shape[1:], names, recorder, adapters, feature_actions or {})
-            # a layer whose batch is not the model's (e.g. inside a group-averaging wrapper that stacks the copies of
-            # each sample into the batch) has no per-sample features to compare: not measured
-            acts = {nm: a if at_x[nm].shape[0] == n else None for nm, a in acts.items()}
-            in_acts = {nm: a for nm, a in in_acts.items() if acts[nm] is not None and inputs_x[nm].shape[0] == n}
+            probe = _Probe(symmetry, x0, elements, names, recorder, modules, adapters, feature_actions or {}, final)
             recorder.reset()
-            cumulative = torch.full((len(names), k * n), float("nan"), dtype=_F64, device=x.device)
-            isolated_e = torch.full_like(cumulative, float("nan"))
-            plan_in = phi.plan(group, elements, x0.shape, x0.dtype)
-            plans = {nm: a[1].plan(a[0], elements, at_x[nm].shape, _F64) for nm, a in acts.items() if a is not None}
-            refs = {nm: a[1].prepare(a[0], at_x[nm].to(_F64)) for nm, a in acts.items() if a is not None}
-            plans_u = {
-                nm: a[1].plan(a[0], elements, inputs_x[nm].shape, inputs_x[nm].dtype) for nm, a in in_acts.items()
-            }
-            refs_u = {nm: a[1].prepare(a[0], inputs_x[nm]) for nm, a in in_acts.items()}
-            ex = phi.exact_elements(group, elements, x0.shape).tolist()
-            for start in range(0, k * n, max_batch):
-                stop = min(start + max_batch, k * n)
-                bar.update(stop - start)
-                idx = torch.arange(start, stop, device=x.device)
-                ks, rows = idx // n, idx % n
-                hint = _exact_hint(ex, start // n, (stop - 1) // n)
-                model(phi.apply(group, plan_in, ks, x0.index_select(0, rows), hint))
-                for li, nm in enumerate(names):
-                    if acts[nm] is None or nm not in recorder.outputs:
-                        continue
-                    g_m, a_m = acts[nm]
-                    actual = a_m.prepare(g_m, recorder.outputs[nm].to(_F64))
-                    expected = a_m.apply(g_m, plans[nm], ks, refs[nm].index_select(0, rows))
-                    cumulative[li, start:stop] = relative(actual, expected)
-                    if nm in in_acts:
-                        g_i, a_i = in_acts[nm]
-                        ut = a_i.apply(g_i, plans_u[nm], ks, refs_u[nm].index_select(0, rows))
-                        out = a_m.prepare(g_m, _call(modules[nm], adapters.get(nm), ut).to(_F64))
-                        isolated_e[li, start:stop] = relative(out, expected)
-                recorder.reset()
+            probe.run(model, recorder, max_batch, bar)
+            probe.self_check(model, recorder, tol / 100)
     finally:
         recorder.remove()
     exact = phi.exact_elements(group, elements, x.shape)
     return LayerErrors.build(
         names=names,
         types=[type(modules[nm]).__name__ for nm in names],
-        cumulative=cumulative.reshape(len(names), k, n).transpose(1, 2),
-        isolated=isolated_e.reshape(len(names), k, n).transpose(1, 2),
+        cumulative=probe.cumulative.reshape(len(names), k, n).transpose(1, 2),
+        isolated=probe.isolated.reshape(len(names), k, n).transpose(1, 2),
         elements=elements,
         exact=exact,
         tolerance=tol,
         symmetry=symmetry.name,
         dtype=dtype,
         mode=mode,
+        not_measured=probe.reasons,
+        self_check=probe.identity,
+        kept_bytes=probe.kept_bytes,
     )
+
+
+class _Probe:
+    """The measuring passes of :func:`layer_errors`, once the reference pass has resolved every layer's actions."""
+
+    def __init__(self, symmetry, x0, elements, names, rec, modules, adapters, overrides, final) -> None:
+        self.symmetry, self.x0, self.elements, self.names = symmetry, x0, elements, names
+        self.modules, self.adapters = modules, adapters
+        n, k, self.kept_bytes = x0.shape[0], elements.shape[0], rec.kept_bytes
+        at_x, inputs_x = dict(rec.outputs), dict(rec.inputs)
+        output_layer = rec.find_output(final) if isinstance(final, Tensor) else None
+        acts, in_acts, reasons = resolve_actions(
+            symmetry, x0.shape[1:], names, rec, modules, adapters, overrides, output_layer
+        )
+        for nm in names:  # a layer whose batch is not the model's (e.g. inside a group-averaging wrapper that stacks
+            # the copies of each sample into the batch) has no per-sample features to compare: not measured
+            if at_x[nm].shape[0] != n:
+                acts[nm], reasons[nm] = None, "not per-sample"
+        self.in_acts = {nm: a for nm, a in in_acts.items() if acts[nm] is not None and inputs_x[nm].shape[0] == n}
+        self.acts, self.reasons = acts, reasons
+        self.cumulative = torch.full((len(names), k * n), float("nan"), dtype=_F64, device=x0.device)
+        self.isolated = torch.full_like(self.cumulative, float("nan"))
+        self.identity = torch.full((len(names), 2), float("nan"), dtype=_F64, device=x0.device)
+        live = {nm: a for nm, a in acts.items() if a is not None}
+        self.refs = {nm: a[1].prepare(a[0], at_x[nm].to(_F64)) for nm, a in live.items()}
+        self.refs_u = {nm: a[1].prepare(a[0], inputs_x[nm]) for nm, a in self.in_acts.items()}
+        self.plans = {nm: a[1].plan(a[0], elements, at_x[nm].shape, _F64) for nm, a in live.items()}
+        self.plans_u = {
+            nm: a[1].plan(a[0], elements, inputs_x[nm].shape, inputs_x[nm].dtype) for nm, a in self.in_acts.items()
+        }
+        e = symmetry.group.identity(x0.device).reshape(1, -1)
+        self.id_plans = {nm: a[1].plan(a[0], e, at_x[nm].shape, _F64) for nm, a in live.items()}
+        self.id_plans_u = {
+            nm: a[1].plan(a[0], e, inputs_x[nm].shape, inputs_x[nm].dtype) for nm, a in self.in_acts.items()
+        }
+
+    def _measure(self, model, rec, x_in, ks, rows, plans, plans_u) -> tuple[dict, dict]:
+        """One forward of ``x_in`` (pairs ``(rows, ks)``): inside each layer's hook (before any later in-place
+        operation), its cumulative error, then its isolated error on the transformed reference input (so that no
+        layer's expected output outlives its hook)."""
+        cum, iso = {}, {}
+
+        def on_output(nm: str, out: Tensor) -> None:
+            if self.acts.get(nm) is None:
+                return
+            g_m, a_m = self.acts[nm]
+            expected = a_m.apply(g_m, plans[nm], ks, self.refs[nm].index_select(0, rows))
+            cum[nm] = relative(a_m.prepare(g_m, out.to(_F64)), expected)
+            if nm in self.in_acts:
+                g_i, a_i = self.in_acts[nm]
+                ut = a_i.apply(g_i, plans_u[nm], ks, self.refs_u[nm].index_select(0, rows))
+                rec.mode = "off"  # the layer alone: its own hooks (and its children's) record nothing
+                try:
+                    alone = _call(self.modules[nm], self.adapters.get(nm), ut)
+                finally:
+                    rec.mode = "measure"
+                iso[nm] = relative(a_m.prepare(g_m, alone.to(_F64)), expected)
+
+        rec.on_output, rec.mode = on_output, "measure"
+        try:
+            model(x_in)
+        finally:
+            rec.mode, rec.on_output = "off", None
+            rec.reset()
+        return cum, iso
+
+    def run(self, model, rec, max_batch: int, bar) -> None:
+        phi, group, x0 = self.symmetry.input_action, self.symmetry.group, self.x0
+        n, k = x0.shape[0], self.elements.shape[0]
+        plan_in = phi.plan(group, self.elements, x0.shape, x0.dtype)
+        ex = phi.exact_elements(group, self.elements, x0.shape).tolist()
+        for start in range(0, k * n, max_batch):
+            stop = min(start + max_batch, k * n)
+            bar.update(stop - start)
+            idx = torch.arange(start, stop, device=x0.device)
+            ks, rows = idx // n, idx % n
+            x_in = phi.apply(group, plan_in, ks, x0.index_select(0, rows), _exact_hint(ex, start // n, (stop - 1) // n))
+            cum, iso = self._measure(model, rec, x_in, ks, rows, self.plans, self.plans_u)
+            for li, nm in enumerate(self.names):
+                if nm in cum:
+                    self.cumulative[li, start:stop] = cum[nm]
+                if nm in iso:
+                    self.isolated[li, start:stop] = iso[nm]
+
+    def self_check(self, model, rec, precision: float) -> None:
+        """At the identity, on the reference batch itself, every layer must reproduce its reference capture: its
+        cumulative error (a second forward) and isolated error (the layer alone on its captured input) sit at float
+        precision. A layer that does not is reported as ``"capture unreliable"``, with no number: one whose isolated
+        error at the identity is not at float precision, and the first whose cumulative one is not (later layers
+        only carry that difference on)."""
+        n = self.x0.shape[0]
+        zeros, rows = torch.zeros(n, dtype=torch.long, device=self.x0.device), torch.arange(n, device=self.x0.device)
+        cum, iso = self._measure(model, rec, self.x0, zeros, rows, self.id_plans, self.id_plans_u)
+        for li, nm in enumerate(self.names):
+            if nm in cum:
+                self.identity[li, 0] = cum[nm].max()
+            if nm in iso:
+                self.identity[li, 1] = iso[nm].max()
+        cum_bad, bad = (self.identity.nan_to_num(nan=0.0) > precision).unbind(1)
+        bad = bad.clone()
+        first = cum_bad.nonzero()[:, 0].tolist()[:1]  # a second forward differs from the first from here on:
+        if first and not bool(bad[: first[0]].any()):  # blamed on the first layer, unless an earlier one explains it
+            bad[first[0]] = True
+        for li in bad.nonzero()[:, 0].tolist():
+            self.reasons[self.names[li]] = "capture unreliable"
+            self.cumulative[li], self.isolated[li] = float("nan"), float("nan")
 
 
 def _call(module: nn.Module, adapter: Optional[FeatureAdapter], u: Tensor) -> Tensor:
@@ -298,52 +385,3 @@ def _call(module: nn.Module, adapter: Optional[FeatureAdapter], u: Tensor) -> Te
     unwrap = adapter.unwrap if adapter is not None and adapter.unwrap is not None else None
     out = module(wrap(u) if wrap else u)
     return unwrap(out) if unwrap else out
-
-
-def _resolve_all(
-    symmetry: Symmetry, input_shape, names: list, recorder: _Recorder, adapters: dict, overrides: dict
-) -> tuple[dict, dict]:
-    """The output action of every layer (``None``: not measured) and the input action of every layer that has one
-    tensor input and a known input action, in forward order (see the module docstring for the precedence)."""
-    outs, ins, declared = {}, {}, {}
-    for nm in names:
-        out_shape, u = recorder.outputs[nm].shape[1:], recorder.inputs[nm]
-        adapter, override = adapters.get(nm), overrides.get(nm)
-        source = declared.get(recorder.producer.get(nm))  # the action of an adapted layer that produced the input
-        if override is not None:
-            outs[nm] = _override(symmetry, override)
-        elif adapter is not None:
-            outs[nm] = declared[nm] = (_group(adapter, symmetry), adapter.output_action)
-        elif declared.get(recorder.same_as.get(nm)) is not None:  # e.g. a module that unwraps an adapted output
-            outs[nm] = declared[nm] = declared[recorder.same_as[nm]]
-        elif source is not None and u is not None and u.shape[1:] == out_shape:
-            outs[nm] = declared[nm] = source
-        else:
-            outs[nm] = feature_action(symmetry, input_shape, out_shape)
-        if u is None:
-            continue
-        if override is not None and u.shape[1:] == out_shape:
-            act = outs[nm]
-        elif adapter is not None and adapter.input_action is not None:
-            act = (_group(adapter, symmetry), adapter.input_action)
-        elif adapter is not None or source is not None:
-            act = source
-        else:
-            act = feature_action(symmetry, input_shape, u.shape[1:], masked=False)
-        if act is not None:
-            ins[nm] = act
-    return outs, ins
-
-
-def _group(adapter: FeatureAdapter, symmetry: Symmetry) -> Any:
-    return symmetry.group if adapter.group is None else adapter.group
-
-
-def _override(symmetry: Symmetry, override: Union[Action, str]) -> Optional[tuple]:
-    if override == "skip":
-        return None
-    if override == "invariant":
-        return symmetry.group, Invariant()
-    if isinstance(override, Action):
-        return symmetry.group, override
-    raise ValueError(f"Expected a feature action override: an Action, 'invariant' or 'skip'; got {override!r}.")
