@@ -42,7 +42,10 @@ LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {
     "mse": lambda out, y: torch.nn.functional.mse_loss(out, y, reduction="sum"),
 }
 #: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
-_PAIR_TABLES = ("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref")
+_PAIR_TABLES = (
+    *("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref"),
+    *("top1", "probs"),
+)
 
 
 def single_process(t: Tensor) -> Tensor:
@@ -59,6 +62,7 @@ class CheckOptions:
     loss_fn: Callable[[Tensor, Optional[Tensor]], Tensor] = LOSSES["cross_entropy"]
     layer_samples: int = 16
     max_batch: Union[int, str] = "auto"
+    keep_probs: bool = False  # keep the class probabilities of every pair (the records' detail view)
 
 
 @dataclass
@@ -174,7 +178,9 @@ def run_check(
     Every process must call it with the same number of samples (the gathers are collectives). Gradient tests need
     autograd: the caller skips them under ``torch.inference_mode``.
     """
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=options.max_batch)
+    orbit = orbit_errors(
+        model, x, symmetry, elements, labels=labels, max_batch=options.max_batch, keep_probs=options.keep_probs
+    )
     orbit = gather_orbit(orbit, gather)
     result = CheckResult(symmetry.name, summarize(orbit), orbit)
     if not (options.layerwise or options.gradients):
