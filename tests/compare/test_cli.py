@@ -7,10 +7,10 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from compare_specs import OLD_RECORDS
 
 from eqmonitor.cli import EXIT_INCOMPARABLE, EXIT_NO_RECORDS, EXIT_OK, EXIT_USAGE, main
@@ -46,7 +46,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     [
         (["compare", "{tmp}/nowhere"], EXIT_NO_RECORDS, "does not exist"),
         (["compare", "{tmp}"], EXIT_NO_RECORDS, "No records in"),
-        (["compare", "{root}"], EXIT_INCOMPARABLE, "share several symmetries (c4, rotation); choose one with --symmetry"),
+        (["compare", "{root}"], EXIT_INCOMPARABLE, "several symmetries (c4, rotation); choose one with --symmetry"),
         (["compare", "{root}", "--symmetry", "so3"], EXIT_INCOMPARABLE, "did not check 'so3'"),
         (["compare", "{root}/none", "{old}", "--symmetry", "c4", "--out", "{tmp}/o"], EXIT_INCOMPARABLE, "--unpaired"),
         (["report", "{root}/none", "{root}/c4", "{old}"], EXIT_INCOMPARABLE, "at most 2 runs"),
@@ -73,8 +73,22 @@ def test_a_torn_records_file_is_a_warning_and_unpaired_old_records_compare(two_r
     (torn / "records.jsonl").write_text("not json\n")
     done = _run("compare", str(torn), "--out", str(tmp_path / "o"))
     assert done.returncode == EXIT_NO_RECORDS and "holds no usable record" in done.stderr
-    assert main(["compare", str(root / "c4"), str(OLD_RECORDS), "--symmetry", "c4", "--unpaired", "-q",
-                 "--out", str(tmp_path / "u")]) == EXIT_OK  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(root / "c4"),
+                str(OLD_RECORDS),
+                "--symmetry",
+                "c4",
+                "--unpaired",
+                "-q",
+                "--out",
+                str(tmp_path / "u"),
+            ]
+        )
+        == EXIT_OK
+    )
     assert "No paired statistics: records_0_1 were recorded without" in (tmp_path / "u" / "summary.md").read_text()
 
 

@@ -8,7 +8,7 @@ import shutil
 import lightning as L
 import numpy as np
 import pytest
-from compare_specs import OLD_RECORDS, fit_run
+from compare_specs import OLD_RECORDS
 
 import eqmonitor.compare as cmp
 
@@ -20,7 +20,7 @@ def test_summary_reads_the_records_and_ranks_the_augmented_run(two_runs):
     runs = cmp.load_runs([root / "none", root / "c4"])
     assert [r.name for r in runs] == ["none", "c4"] and cmp.common_symmetry(runs, "c4") == "c4"
     rows = {row["run"]: row for row in cmp.summary(runs, "c4")}
-    for name, run in zip(("none", "c4"), runs):
+    for name in ("none", "c4"):
         history = [e["metrics"]["error_mean"] for e in monitors[name].history["c4"]]
         row = rows[name]
         assert row["checks"] == len(history) == 4  # before training, then after each of 3 epochs
@@ -79,9 +79,16 @@ def test_runs_are_found_in_tensorboard_wandb_and_parent_folders(two_runs, tmp_pa
     from eqmonitor.callbacks import EquivarianceMonitor
     from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
 
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
-                        callbacks=[EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=8, plots=False)])  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        callbacks=[EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=8, plots=False)],
+    )
     trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(n_train=128))
     (tb,) = cmp.load_runs([tmp_path / "tb" / "version_0"])
     assert tb.name == "version_0" and tb.path == tmp_path / "tb" / "version_0" / "eqmonitor_records"
