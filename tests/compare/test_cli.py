@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 from compare_specs import OLD_RECORDS
 
 from eqmonitor.cli import EXIT_INCOMPARABLE, EXIT_NO_RECORDS, EXIT_OK, EXIT_USAGE, main
@@ -97,5 +96,6 @@ def test_help_and_console_script():
     assert done.returncode == 0 and "compare" in done.stdout and "report" in done.stdout and "exit codes" in done.stdout
     done = _run("compare", "--help")
     assert done.returncode == 0 and "--symmetry NAME" in done.stdout and "--unpaired" in done.stdout
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"eqmonitor": "eqmonitor.cli:main"}
