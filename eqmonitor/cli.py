@@ -126,7 +126,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     runs = _load(args)
     symmetry = common_symmetry(runs, args.symmetry)
-    with progress_bar(6, f"eqmonitor compare {symmetry}", enabled=not args.quiet, unit="file") as bar:
+    with progress_bar(4, f"eqmonitor compare {symmetry}", enabled=not args.quiet, unit="file") as bar:
         result = compare_to_folder(
             runs,
             symmetry,
