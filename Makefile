@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,e3nn,examples]'
 	# escnn (optional extra) needs gfortran for py3nj; the script installs both, or warns loudly and the tests skip
 	bash scripts/install_escnn.sh $(VENV)
+	# the explorer test drives a real headless browser: Debian chromium + playwright (or it skips loudly)
+	bash scripts/install_browser.sh $(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)

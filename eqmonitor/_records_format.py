@@ -29,7 +29,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 _RESERVED = (_NONFINITE, "arrays")
 _REQUIRED = ("symmetry", "epoch", "global_step", "metrics")
 _TMP_SUFFIX = ".eqmonitor-tmp"
-_TARGETS = rf"(?:.+-step\d{{9}}\.npz|{re.escape(RECORDS_FILE)}|{re.escape(RUN_FILE)})"
+_TARGETS = rf"(?:.+-step\d{{9}}\.npz|{re.escape(RECORDS_FILE)}|{re.escape(RUN_FILE)}|probe\.npz)"
 _TMP_NAMES = (
     re.compile(rf"\.{_TARGETS}\.[0-9a-f]{{16}}{re.escape(_TMP_SUFFIX)}"),
     re.compile(rf"\.{_TARGETS}\.[a-z0-9_]{{8}}\.tmp"),  # tempfile.mkstemp's, used by eqmonitor 0.1.0

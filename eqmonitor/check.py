@@ -54,7 +54,10 @@ def mse_sum(out: Tensor, y: Tensor) -> Tensor:
 #: the gradient test's named losses (module-level functions, so that a monitor that uses one pickles)
 LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {"cross_entropy": cross_entropy_sum, "mse": mse_sum}
 #: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
-_PAIR_TABLES = ("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref")
+_PAIR_TABLES = (
+    *("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref"),
+    *("top1", "probs"),
+)
 
 
 def single_process(t: Tensor) -> Tensor:
@@ -71,6 +74,7 @@ class CheckOptions:
     loss_fn: Callable[[Tensor, Optional[Tensor]], Tensor] = LOSSES["cross_entropy"]
     layer_samples: int = 16
     max_batch: Union[int, str] = "auto"
+    keep_probs: bool = False  # keep the class probabilities of every pair (the records' detail view)
 
 
 @dataclass
@@ -172,7 +176,9 @@ def run_check(
     Every process must call it with the same number of samples (the gathers are collectives). Gradient tests need
     autograd: the caller skips them under ``torch.inference_mode``.
     """
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=options.max_batch)
+    orbit = orbit_errors(
+        model, x, symmetry, elements, labels=labels, max_batch=options.max_batch, keep_probs=options.keep_probs
+    )
     orbit = gather_orbit(orbit, gather)
     result = CheckResult(symmetry.name, summarize_orbit(orbit), orbit)
     if not (options.layerwise or options.gradients):

@@ -2,7 +2,9 @@
 
 Layout of a records directory (one per run; ``<log_dir>/eqmonitor`` by default)::
 
-    run.json                               the run the folder belongs to: run id, created time, eqmonitor version
+    run.json                               the run the folder belongs to: run id, created time, eqmonitor version,
+                                           and its "meta" (tag, model class, seed, hparams, probe fingerprint)
+    probe.npz                              the probe set (inputs, labels) and group elements (eqmonitor.records_meta)
     records.jsonl                          one JSON object per line, one line per (symmetry, check)
     checks/<symmetry>-step<global_step:09d>.npz   the per-sample arrays of that check (errors [N, K], ...)
 

@@ -44,6 +44,10 @@ class OrbitErrors:
             there: a NaN output has no top class); class-score outputs of invariant symmetries, else ``None``.
         confidence: ``[N, K]`` softmax confidence of the true class at each element (with labels), else ``None``.
         confidence_ref: ``[N]`` the same at the untransformed input, else ``None``.
+        top1: ``int64 [N, K]`` top-1 class at each element (class-score outputs), ``-1`` at non-finite pairs, else
+            ``None``.
+        probs: ``float32 [N, K, C]`` class probabilities at each element (NaN at non-finite pairs) when asked for
+            (``orbit_errors(..., keep_probs=True)``), else ``None``.
         group: the group; ``distance``: the distance's name; ``symmetry``: the symmetry's name.
         dtype: the model's dtype (sets the verdict bands).
 
@@ -69,6 +73,8 @@ class OrbitErrors:
     distance: str
     symmetry: str
     dtype: torch.dtype
+    top1: Optional[Tensor] = None
+    probs: Optional[Tensor] = None
 
     @property
     def n_samples(self) -> int:
@@ -183,7 +189,7 @@ class OrbitErrors:
     def subset(self, mask: Tensor) -> "OrbitErrors":
         """The same result restricted to the elements selected by ``mask [K]`` (bool) or indices."""
         idx = mask.nonzero()[:, 0] if mask.dtype == torch.bool else mask
-        cols = {"errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence"}
+        cols = {"errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "top1", "probs"}
         rows = {"elements", "exact", "input_floor", "output_floor"}
         out = {}
         for name in cols | rows:

@@ -99,6 +99,8 @@ class EquivarianceMonitor(Callback):
         records_dir: the records folder instead of the default above.
         max_overhead: opt-in budget, ``None`` by default: the largest share of fit wall time the monitor's hooks may
             take; while over it, scheduled checks are deferred to the next due one, with a warning the first time.
+        tag: a name for this run's strategy (``"plain"``, ``"c4-augmented"``), kept in its records: what
+            ``eqmonitor compare`` calls the run.
 
     Attributes:
         history: per symmetry, the list of checks (``global_step``, ``epoch``, scalars).
@@ -144,6 +146,7 @@ class EquivarianceMonitor(Callback):
         records: bool = True,
         records_dir: Optional[str] = None,
         max_overhead: Optional[float] = None,
+        tag: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries, output_key)
@@ -166,7 +169,10 @@ class EquivarianceMonitor(Callback):
         self.n_samples, self.n_elements, self.seed = n_samples, n_elements, seed
         self.probe_data, self.input_key, self.label_key = probe_data, input_key, label_key
         self.loss_fn = LOSSES[loss_fn] if isinstance(loss_fn, str) else loss_fn
-        self.options = CheckOptions(layerwise, gradients, self.loss_fn, layer_samples, max_batch)
+        self.options = CheckOptions(layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records)
+        if tag is not None and (not isinstance(tag, str) or not tag):
+            raise TypeError(f"`tag` must be a non-empty string or None, got {tag!r}.")
+        self.tag = tag
         self.plots = plots
         self.drift_warmup = drift_warmup
         self.drift = DriftTracker(
@@ -261,6 +267,11 @@ class EquivarianceMonitor(Callback):
                 restored_step=self._restored.get("last_step"),
                 restored_folder=self._restored.get("records_dir"),
             )
+            if self.records and self._folder is not None:  # every rank: the probe is gathered
+                meta = RunRecords.run_meta(trainer, pl_module, self.probe, self.symmetries, self._elements,
+                                           tag=self.tag, probe_seed=self.seed)  # fmt: skip
+                if self._writer is not None:
+                    self._writer.write_run(meta)
         finally:
             self.budget.add(time.perf_counter() - started)
 

@@ -13,13 +13,32 @@ import os
 import warnings
 from typing import Any, Optional
 
+import torch
+from torch import Tensor
+
 from eqmonitor.check import CheckResult
 
-__all__ = ["RunRecords", "record_of"]
+__all__ = ["MAX_PROB_VALUES", "RunRecords", "bounded_probs", "record_of"]
+
+#: class probabilities kept per check (float16): past it, each pair keeps only its most probable classes
+MAX_PROB_VALUES = 1_000_000
+
+
+def bounded_probs(probs: Tensor, budget: int = MAX_PROB_VALUES) -> dict[str, Tensor]:
+    """``probs [N, K, C]`` as float16, or, when ``N·K·C > budget``, the ``k = budget // (N·K)`` most probable
+    classes of each pair (``probs [N, K, k]`` and their ``probs_classes [N, K, k]``), so a check stays bounded."""
+    n, k, c = probs.shape
+    keep = max(1, budget // max(1, n * k))
+    if keep >= c:
+        return {"probs": probs.half()}
+    values, classes = probs.nan_to_num(-1.0).topk(keep, dim=-1)
+    values = values.masked_fill(values < 0, float("nan"))
+    return {"probs": values.half(), "probs_classes": classes.to(torch.int32)}
 
 
 def record_of(result: CheckResult, entry: dict, alerts: list, breaches: list) -> tuple[dict, dict]:
-    """The JSON record and the arrays (``errors``, ``nonfinite``, ``elements``, ``exact``) of one check."""
+    """The JSON record and the arrays of one check: ``errors``, ``nonfinite``, ``elements``, ``exact`` and, for class
+    scores, ``flips``, ``top1`` and (when kept) ``probs``; with labels ``confidence`` and ``confidence_ref``."""
     record = {
         "symmetry": result.symmetry,
         **entry,
@@ -34,7 +53,28 @@ def record_of(result: CheckResult, entry: dict, alerts: list, breaches: list) ->
         record["gradients"] = {f"{ns}/{k}": v for k, v in result.gradient_values.items()}
     orbit = result.orbit
     arrays = {"errors": orbit.errors, "nonfinite": orbit.nonfinite, "elements": orbit.elements, "exact": orbit.exact}
+    small = {"flips": orbit.flips, "confidence": orbit.confidence, "confidence_ref": orbit.confidence_ref}
+    arrays.update({k: v.float() for k, v in small.items() if v is not None})
+    if orbit.top1 is not None:
+        arrays["top1"] = orbit.top1.to(torch.int32)
+    if orbit.probs is not None:
+        arrays.update(bounded_probs(orbit.probs))
     return record, {k: v.detach().cpu() for k, v in arrays.items()}
+
+
+def _gathered(t: Optional[Tensor], gather: Any) -> Optional[Tensor]:
+    return None if t is None else gather(t).flatten(0, 1)
+
+
+def symmetry_spec(sym: Any) -> dict:
+    """What the records say of a symmetry: its group (by spec name, to rebuild it), actions and error."""
+    return {
+        "group": sym.group.name,
+        "group_repr": repr(sym.group),
+        "input": repr(sym.input_action),
+        "output": repr(sym.output_action),
+        "error": sym.error_name,
+    }
 
 
 class RunRecords:
@@ -70,6 +110,32 @@ class RunRecords:
     def append(self, result: CheckResult, entry: dict, alerts: list, breaches: list) -> None:
         record, arrays = record_of(result, entry, alerts, breaches)
         self._writer.append(record, arrays)
+
+    def write_run(self, meta: dict) -> None:
+        """Write the run's probe set, elements and metadata (:func:`eqmonitor.records_meta.write_meta`)."""
+        from eqmonitor.records_meta import write_meta
+
+        write_meta(self.folder, **meta)
+
+    @staticmethod
+    def run_meta(trainer: Any, pl_module: Any, probe: Any, symmetries: list, elements: dict, **kw: Any) -> dict:
+        """The arguments of :meth:`write_run`: the whole probe (gathered over ranks: every rank must call this),
+        the elements, each symmetry's spec, the model class, ``hparams`` and the global seed, plus ``kw``."""
+        gather = (lambda t: t.unsqueeze(0)) if trainer.world_size <= 1 else trainer.strategy.all_gather
+        model = type(pl_module)
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        hparams = getattr(pl_module, "hparams", None)
+        return {
+            "x": _gathered(probe.x, gather),
+            "labels": _gathered(probe.labels, gather),
+            "indices": probe.indices if trainer.world_size <= 1 else None,
+            "elements": elements,
+            "symmetries": {s.name: {**symmetry_spec(s), "n_elements": len(elements[s.name])} for s in symmetries},
+            "model_class": f"{model.__module__}.{model.__qualname__}",
+            "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+            "hparams": dict(hparams) if hparams is not None else {},
+            **kw,
+        }
 
     @staticmethod
     def open(trainer: Any, enabled: bool, folder: Optional[str], **kw: Any) -> Optional["RunRecords"]:

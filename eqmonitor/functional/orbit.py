@@ -142,6 +142,7 @@ def _orbit_errors_update(
     max_batch: Union[int, str],
     floor_samples: int,
     bar: Any = None,
+    keep_probs: bool = False,
 ) -> dict:
     """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`.
 
@@ -178,6 +179,8 @@ def _orbit_errors_update(
     nonfinite = torch.empty(total, dtype=torch.bool, device=x.device)
     flips = torch.empty(total, dtype=_F64, device=x.device) if classifier else None
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
+    top1 = torch.empty(total, dtype=torch.long, device=x.device) if classifier else None
+    probs = torch.empty(total, y0.shape[1], dtype=torch.float32, device=x.device) if classifier and keep_probs else None
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         if bar is not None:
@@ -201,6 +204,10 @@ def _orbit_errors_update(
         nonfinite[pos] = ~pair.finite  # NaN/Inf in the output or the expected output
         if flips is not None:
             flips[pos] = (actual.argmax(1) != expected.argmax(1)).to(_F64)
+        if top1 is not None:
+            top1[pos] = actual.argmax(1)
+        if probs is not None:
+            probs[pos] = actual.softmax(1).float()
         if conf is not None:
             conf[pos] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
 
@@ -212,6 +219,8 @@ def _orbit_errors_update(
         "nonfinite": nonfinite,
         "flips": flips,
         "confidence": conf,
+        "top1": top1,
+        "probs": probs,
         "confidence_ref": y0d.softmax(1).gather(1, labels.reshape(-1, 1).long())[:, 0] if with_conf else None,
         "input_floor": _round_trip(symmetry, phi, elements, x0[:m], chunk),
         "output_floor": None if phi_out.is_identity else _round_trip(symmetry, phi_out, elements, y0d[:m], chunk),
@@ -225,7 +234,7 @@ def _orbit_errors_compute(state: dict, elements: Tensor, symmetry: Symmetry, dty
     n, k = state["shape"]
 
     def table(t: Optional[Tensor]) -> Optional[Tensor]:
-        return None if t is None else t.reshape(k, n).T.contiguous()
+        return None if t is None else t.reshape(k, n, *t.shape[1:]).transpose(0, 1).contiguous()
 
     nonfinite = table(state["nonfinite"])
 
@@ -249,6 +258,8 @@ def _orbit_errors_compute(state: dict, elements: Tensor, symmetry: Symmetry, dty
         distance=symmetry.error_name,
         symmetry=symmetry.name,
         dtype=dtype,
+        top1=None if state["top1"] is None else table(state["top1"]).masked_fill(nonfinite, -1),
+        probs=None if state["probs"] is None else table(state["probs"]).masked_fill(nonfinite[..., None], float("nan")),
     )
 
 
@@ -263,6 +274,7 @@ def orbit_errors(
     floor_samples: int = 8,
     validate_args: bool = True,
     progress: bool = False,
+    keep_probs: bool = False,
 ) -> OrbitErrors:
     """Errors of ``model`` under ``symmetry`` for every sample of ``x [N, ...]`` and element ``elements [K, p]``.
 
@@ -279,6 +291,8 @@ def orbit_errors(
         validate_args: check arguments and tensors (switch off in a hot loop once they are known to be good).
         progress: show a progress bar once the probe has run for a couple of seconds (audits do; the training
             monitor never does).
+        keep_probs: keep the class probabilities of every pair (``probs [N, K, C]``, class-score outputs only),
+            for the records' detail view; the top-1 classes (``top1``) are always kept for class scores.
 
     Returns:
         :class:`~eqmonitor.results.OrbitErrors` with ``errors [N, K]`` on the model's device.
@@ -308,5 +322,5 @@ def orbit_errors(
         labels = labels.to(device) if labels is not None else None
     total = x.shape[0] * elements.shape[0]
     with isolated(model), progress_bar(total, f"eqmonitor: {symmetry.name} orbit", progress) as bar:
-        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples, bar)
+        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples, bar, keep_probs)
     return _orbit_errors_compute(state, elements, symmetry, model_dtype(model) or x.dtype)
