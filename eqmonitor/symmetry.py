@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Union
 from torch import Tensor
 
 from eqmonitor import actions as A
-from eqmonitor.functional.distances import CLASSIFICATION_DISTANCES, resolve_distance
+from eqmonitor._distances import CLASSIFICATION_DISTANCES, resolve_distance
 from eqmonitor.groups import Group, group_from_spec
 
 __all__ = ["OutputKey", "Symmetry", "resolve_symmetries"]

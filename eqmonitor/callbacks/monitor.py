@@ -23,7 +23,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from eqmonitor.alerts import Alert, DriftTracker
-from eqmonitor.audit import default_elements
 from eqmonitor.callbacks.figure_log import FigureLog
 from eqmonitor.callbacks.guard import EquivarianceBreachError, EquivarianceGuard
 from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
@@ -234,7 +233,7 @@ class EquivarianceMonitor(Callback):
             )
             for sym in self.symmetries:
                 gen = torch.Generator().manual_seed(self.seed)
-                self._elements[sym.name] = default_elements(sym.group, self.n_elements, gen).to(pl_module.device)
+                self._elements[sym.name] = sym.group.default_elements(self.n_elements, gen).to(pl_module.device)
                 dry_run(pl_module, self.probe.x, self.probe.labels, sym, self._elements[sym.name], self.options)
             if self.plots and trainer.is_global_zero:
                 self._figures.start()
