@@ -75,7 +75,7 @@ def audit(
 
     Example:
         >>> import torch, eqmonitor as eqm
-        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4))
         >>> sym = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant")
         >>> eqm.audit(model, torch.randn(8, 1, 28, 28), sym).verdict
         'exact'

@@ -250,7 +250,7 @@ def orbit_errors(
 
     Example:
         >>> import torch, eqmonitor as eqm
-        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4))
         >>> sym = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant")
         >>> x = torch.randn(8, 1, 28, 28)
         >>> res = eqm.functional.orbit_errors(model, x, sym, sym.group.all_elements())
