@@ -27,8 +27,8 @@ def __getattr__(name: str) -> Any:
         from eqmonitor.metric import EquivarianceError
 
         return EquivarianceError
-    if name == "demos":
-        from eqmonitor import demos
+    if name == "demos":  # not `from eqmonitor import demos`: its fromlist check would call this hook again
+        import eqmonitor.demos as demos
 
         return demos
     if name == "models":
