@@ -37,10 +37,18 @@ __all__ = [
 
 Gather = Callable[[Tensor], Tensor]
 
-LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {
-    "cross_entropy": lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="sum"),
-    "mse": lambda out, y: torch.nn.functional.mse_loss(out, y, reduction="sum"),
-}
+
+
+def cross_entropy_sum(out: Tensor, y: Tensor) -> Tensor:
+    return torch.nn.functional.cross_entropy(out, y, reduction="sum")
+
+
+def mse_sum(out: Tensor, y: Tensor) -> Tensor:
+    return torch.nn.functional.mse_loss(out, y, reduction="sum")
+
+
+#: the gradient test's named losses (module-level functions, so that a monitor that uses one pickles)
+LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {"cross_entropy": cross_entropy_sum, "mse": mse_sum}
 #: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
 _PAIR_TABLES = ("errors", "abs_errors", "rel_errors", "nonfinite", "flips", "confidence", "confidence_ref")
 

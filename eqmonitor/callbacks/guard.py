@@ -11,43 +11,39 @@ check, then reads :attr:`EquivarianceGuard.last_breach` for its records.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
-import warnings
 from typing import Any, Iterable, Optional, Union
 
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from typing_extensions import override
 
+from eqmonitor.callbacks.breach import (
+    PREFIX,
+    BreachReason,
+    EquivarianceBreachError,
+    EquivarianceBreachWarning,
+    EquivarianceConfigError,
+    UnloggedKeyError,
+    lightning_defers_stop,
+    missing_keys_message,
+)
+from eqmonitor.callbacks.breach import symmetry_of as _symmetry_of
 from eqmonitor.sinks import send_alert
 
-__all__ = ["EquivarianceBreachError", "EquivarianceBreachWarning", "EquivarianceGuard", "UnloggedKeyError"]
+__all__ = [
+    "BreachReason",
+    "EquivarianceBreachError",
+    "EquivarianceBreachWarning",
+    "EquivarianceGuard",
+    "UnloggedKeyError",
+]
 
 log = logging.getLogger("eqmonitor")
 ON_BREACH = ("warn", "stop", "raise")
 ALERT_LEVEL = {"warn": "WARN", "stop": "ERROR", "raise": "ERROR"}
-PREFIX = "equivariance/"
-
-
-class EquivarianceBreachError(RuntimeError):
-    """Raised on every rank by :class:`EquivarianceGuard` with ``on_breach="raise"``; the message holds the report."""
-
-
-class EquivarianceBreachWarning(UserWarning):
-    """Issued (on rank 0) by :class:`EquivarianceGuard` with ``on_breach="warn"``: filter it like any warning."""
-
-
-class UnloggedKeyError(MisconfigurationException, ValueError):
-    """A watched key that nothing logged where it should have been (a typo guards nothing). Also a ``ValueError``,
-    which the guard raised for this before."""
-
-
-def _symmetry_of(key: str) -> Optional[str]:
-    """``"c4"`` for ``"equivariance/c4/error_mean"``; ``None`` for keys outside the monitor's namespace."""
-    parts = key.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] + "/" == PREFIX else None
 
 
 class EquivarianceGuard(Callback):
@@ -97,11 +93,12 @@ class EquivarianceGuard(Callback):
         breaches: consecutive breaching judgements per key.
         stopped_reason: why the guard stopped the fit or raised, ``None`` if it has not.
         stopped_step: the global step at which the fit stopped (or the guard raised).
+        breach_reason: a :class:`BreachReason`, why the guard last acted.
         last_breach: ``{"global_step", "on_breach", "reason"}`` of the latest action (plus ``"note"`` when Lightning
             deferred a stop), else ``None``; the monitor writes it to the check's records.
 
     Raises:
-        ValueError: bad arguments.
+        EquivarianceConfigError: bad arguments (a ``MisconfigurationException`` and a ``ValueError``).
         UnloggedKeyError: a watched key nothing logged (``strict``).
         EquivarianceBreachError: on a breach with ``on_breach="raise"``.
 
@@ -126,29 +123,30 @@ class EquivarianceGuard(Callback):
         super().__init__()
         if isinstance(monitor, dict):
             if threshold is not None:
-                raise ValueError("Give thresholds either in the `monitor` dict or as `threshold`, not both.")
+                raise EquivarianceConfigError("Give thresholds either in the `monitor` dict or as `threshold`, not both.")
             thresholds = {str(k): float(v) for k, v in monitor.items()}
         else:
             if threshold is None:
-                raise ValueError("`threshold` is required when `monitor` is a key or a list of keys.")
+                raise EquivarianceConfigError("`threshold` is required when `monitor` is a key or a list of keys.")
             keys = [monitor] if isinstance(monitor, str) else list(monitor)
             thresholds = {k: float(threshold) for k in keys}
         if not thresholds:
-            raise ValueError("`monitor` names no key to guard.")
+            raise EquivarianceConfigError("`monitor` names no key to guard.")
         nan = sorted(k for k, v in thresholds.items() if math.isnan(v))
         if nan:
-            raise ValueError(f"The threshold of {nan} is NaN: no value is ever above NaN, so it would guard nothing.")
+            raise EquivarianceConfigError(f"The threshold of {nan} is NaN: no value is ever above NaN, so it would guard nothing.")
         if on_breach not in ON_BREACH:
-            raise ValueError(f"`on_breach` must be one of {ON_BREACH}, got {on_breach!r}.")
+            raise EquivarianceConfigError(f"`on_breach` must be one of {ON_BREACH}, got {on_breach!r}.")
         if patience < 1:
-            raise ValueError(f"`patience` must be at least 1 check, got {patience}.")
+            raise EquivarianceConfigError(f"`patience` must be at least 1 check, got {patience}.")
         if min_epochs < 0 or min_steps < 0 or alert_wait < 0:
-            raise ValueError("`min_epochs`, `min_steps` and `alert_wait` must be non-negative.")
+            raise EquivarianceConfigError("`min_epochs`, `min_steps` and `alert_wait` must be non-negative.")
         self.thresholds, self.on_breach, self.patience = thresholds, on_breach, patience
         self.min_epochs, self.min_steps, self.check_finite = min_epochs, min_steps, check_finite
         self.strict, self.judge_start, self.alert_wait = strict, judge_start, alert_wait
         self.breaches: dict[str, int] = {k: 0 for k in thresholds}
         self.stopped_reason: Optional[str] = None
+        self.breach_reason = BreachReason.NOT_BREACHED
         self.stopped_step: Optional[int] = None
         self.report_text: Optional[str] = None  # the latest check's report, from the monitor
         self.last_breach: Optional[dict] = None
@@ -164,6 +162,7 @@ class EquivarianceGuard(Callback):
         self._stop_request: Optional[dict] = None
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(monitor=sorted(self.thresholds), on_breach=self.on_breach)
 
@@ -180,9 +179,15 @@ class EquivarianceGuard(Callback):
         return _symmetry_of(key) in self._known_names()
 
     # ------------------------------------------------------------------ hooks
+    @staticmethod
+    def _should_skip_check(trainer: Trainer) -> bool:
+        return bool(trainer.sanity_checking or trainer.fast_dev_run)
+
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset_fit()
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -190,18 +195,22 @@ class EquivarianceGuard(Callback):
         if self._monitor_names is None:
             self.evaluate(trainer)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_ended = True
         if self._monitor_names is None:
             self.evaluate(trainer)
 
+    @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._check_epoch_keys(trainer)
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._confirm_stop(trainer)
         self._check_epoch_keys(trainer)
 
+    @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._monitor_names = None  # a monitor attaches again at its next `setup`
 
@@ -215,7 +224,7 @@ class EquivarianceGuard(Callback):
         ``checked`` and ``at_start=True`` for its check before training. A call with ``checked`` judges those
         symmetries' keys and the keys outside any monitor's namespace; a call without (the guard's own hooks, or a
         test) judges only the latter. Keys already judged at this global step are skipped."""
-        if trainer.sanity_checking or trainer.fast_dev_run:
+        if self._should_skip_check(trainer):
             return
         step = trainer.global_step
         names = {str(n) for n in checked} if checked is not None else set()
@@ -228,7 +237,7 @@ class EquivarianceGuard(Callback):
         if report is not None:
             self.report_text = report
         metrics = trainer.callback_metrics
-        reasons = []
+        reasons, nonfinite_seen = [], False
         for key, limit in self.thresholds.items():
             if key not in metrics or self._judged.get(key) == step:
                 continue
@@ -239,18 +248,22 @@ class EquivarianceGuard(Callback):
             if last is not None and last[0] is metrics[key] and last[1] == repr(value):  # repr: NaN equals NaN
                 continue  # the very value judged before (e.g. a validation key at a later epoch without validation)
             self._judged[key], self._last_judged[key] = step, (metrics[key], repr(value))
-            bad = value > limit or (self.check_finite and not math.isfinite(value))
+            finite_breach = self.check_finite and not math.isfinite(value)
+            bad = value > limit or finite_breach
             why = f"{key} = {value:.4g} > {limit:.4g}"
             nonfinite = self._nonfinite_fraction(metrics, key)
             if self.check_finite and nonfinite:
-                bad, why = True, f"{key}: {nonfinite:.1%} of the probe's outputs are NaN/Inf"
+                bad, finite_breach, why = True, True, f"{key}: {nonfinite:.1%} of the probe's outputs are NaN/Inf"
             self.breaches[key] = self.breaches[key] + 1 if bad else 0
             if bad and self.breaches[key] >= self.patience:
                 reasons.append(f"{why} for {self.breaches[key]} check(s)")
+                nonfinite_seen |= finite_breach
         warmed_up = trainer.current_epoch >= self.min_epochs and step >= self.min_steps
         if not trainer.strategy.reduce_boolean_decision(bool(reasons) and warmed_up, all=False):
             return
-        reason = self._all_reasons(trainer, reasons)  # a collective: every rank got here
+        nonfinite = trainer.strategy.reduce_boolean_decision(nonfinite_seen, all=False)  # every rank got here
+        self.breach_reason = BreachReason.NON_FINITE if nonfinite else BreachReason.THRESHOLD
+        reason = self._all_reasons(trainer, reasons)
         headline = f"Equivariance breach at step {step} (epoch {trainer.current_epoch}): {reason}."
         self._act(trainer, headline, step)
 
@@ -290,13 +303,13 @@ class EquivarianceGuard(Callback):
         if self.on_breach == "warn":
             if zero:
                 self._alert(trainer, message)
-                warnings.warn(message, EquivarianceBreachWarning, stacklevel=3)
+                rank_zero_warn(message, category=EquivarianceBreachWarning, stacklevel=4)
             return
         trainer.should_stop = True
         if self._stop_request is not None:  # requested before and deferred by Lightning: recorded, not repeated
             record["note"] = f"stop requested at step {self._stop_request['global_step']}, deferred by Lightning"
             return
-        deferral = self._lightning_defers_stop(trainer)
+        deferral = lightning_defers_stop(trainer)
         if deferral:
             record["note"] = f"Lightning deferred the stop: {deferral}"
         self._stop_request = {"global_step": step, "message": message, "deferral": deferral}
@@ -310,29 +323,13 @@ class EquivarianceGuard(Callback):
         title = f"eqmonitor: equivariance breach ({', '.join(self.thresholds)})"
         send_alert(trainer.loggers, title, text, ALERT_LEVEL[self.on_breach], self.alert_wait)
 
-    @staticmethod
-    def _lightning_defers_stop(trainer: Trainer) -> Optional[str]:
-        """Why Lightning will not honour ``should_stop`` at its next chance, else ``None``. Lightning 2.6 stops when
-        ``should_stop`` and ``fit_loop._can_stop_early`` (epochs processed ≥ ``min_epochs``, step ≥ ``min_steps``),
-        checked after each batch and each epoch (an epoch whose last batch ran counts); else it logs "Trainer was
-        signaled to stop but ..." and goes on, ``should_stop`` staying set, so the fit stops once both are met."""
-        loop, epochs = trainer.fit_loop, trainer.fit_loop.epoch_progress.current
-        processed = epochs.processed + int(trainer.is_last_batch and epochs.processed == epochs.completed)
-        min_epochs, min_steps = loop.min_epochs or 0, loop.min_steps or 0
-        if processed >= min_epochs and trainer.global_step >= min_steps:
-            return None
-        return (
-            f"Trainer(min_epochs={min_epochs}, min_steps={min_steps}) not met yet ({processed} epoch(s), step "
-            f"{trainer.global_step}); the fit stops once they are"
-        )
-
     def _confirm_stop(self, trainer: Trainer) -> None:
         """At ``on_train_end``: the fit stopped because of the guard's request if Lightning could honour it and the
         fit did not simply run to ``max_steps`` / ``max_epochs`` (all batches of its last epoch)."""
         request, self._stop_request = self._stop_request, None
         loop, step = trainer.fit_loop, trainer.global_step
         epochs, max_steps, max_epochs = loop.epoch_progress.current.processed, trainer.max_steps, trainer.max_epochs
-        if request is None or not trainer.should_stop or self._lightning_defers_stop(trainer):
+        if request is None or not trainer.should_stop or lightning_defers_stop(trainer):
             return
         if 0 <= (max_steps or -1) <= step or (0 <= (max_epochs or -1) <= epochs and trainer.is_last_batch):
             return  # the fit ran to its end anyway
@@ -346,7 +343,7 @@ class EquivarianceGuard(Callback):
     # ------------------------------------------------------------------ keys nothing logs
     def _check_epoch_keys(self, trainer: Trainer) -> None:
         """Keys outside the monitors' namespaces, once a training epoch and a validation (if any) have run."""
-        if trainer.sanity_checking or trainer.fast_dev_run or self._epoch_keys_done or not self._epoch_ended:
+        if self._should_skip_check(trainer) or self._epoch_keys_done or not self._epoch_ended:
             return
         try:
             can_validate = bool(trainer.enable_validation)
@@ -373,39 +370,28 @@ class EquivarianceGuard(Callback):
         counts = trainer.strategy.reduce(torch.tensor(local, device=trainer.strategy.root_device), reduce_op="sum")
         missing = [k for k, n in zip(keys, torch.as_tensor(counts).tolist()) if n == 0]
         if missing:
-            raise UnloggedKeyError(self._missing_message(sorted(metrics), missing, when))
-
-    def _missing_message(self, logged: list[str], missing: list[str], when: str) -> str:
-        lines, names = [], sorted(self._known_names())
-        for key in missing:
-            match = difflib.get_close_matches(key, logged, n=1)
-            line = f"  {key!r}" + (f": did you mean {match[0]!r}?" if match else "")
-            if _symmetry_of(key) is not None and not self._is_monitor_key(key):
-                line += f" (no EquivarianceMonitor measures {_symmetry_of(key)!r}; " + (
-                    f"the attached one measures {names})" if names else "none is attached to this guard)"
-                )
-            lines.append(line)
-        shown = logged[:40] + ([f"... and {len(logged) - 40} more"] if len(logged) > 40 else [])
-        return (
-            f"EquivarianceGuard watches keys that nothing logged {when}:\n" + "\n".join(lines) + f"\nLogged keys: "
-            f"{shown}. Fix the key (keys match exactly), or pass `strict=False` to allow keys that appear later."
-        )
+            monitored = sorted(self._known_names())
+            raise UnloggedKeyError(missing_keys_message(sorted(metrics), missing, when, monitored, self._is_monitor_key))
 
     # ------------------------------------------------------------------ state
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "breaches": dict(self.breaches),
             "stopped_reason": self.stopped_reason,
             "stopped_step": self.stopped_step,
+            "breach_reason": self.breach_reason.value,
             "last_step": max(self._judged.values(), default=None),
             "judged": dict(self._judged),
             "keys_checked": sorted(self._keys_checked),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.breaches.update({k: v for k, v in state_dict.get("breaches", {}).items() if k in self.breaches})
         self.stopped_reason = state_dict.get("stopped_reason")
         self.stopped_step = state_dict.get("stopped_step")
+        self.breach_reason = BreachReason(state_dict.get("breach_reason", BreachReason.NOT_BREACHED.value))
         last = state_dict.get("last_step")
         judged = state_dict.get("judged", {k: last for k in self.thresholds} if last is not None else {})
         self._judged = {k: v for k, v in judged.items() if k in self.thresholds}

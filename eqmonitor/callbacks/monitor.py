@@ -20,11 +20,15 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from eqmonitor.alerts import Alert, DriftTracker
 from eqmonitor.callbacks.figure_log import FigureLog
-from eqmonitor.callbacks.guard import EquivarianceBreachError, EquivarianceGuard
+from eqmonitor.callbacks.breach import EquivarianceBreachError, EquivarianceConfigError
+from eqmonitor.callbacks.guard import EquivarianceGuard
+from eqmonitor.callbacks.overhead import OverheadBudget
 from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
@@ -102,7 +106,9 @@ class EquivarianceMonitor(Callback):
         deferred: scheduled checks deferred by ``max_overhead``.
 
     Raises:
-        ValueError, TypeError: at construction for bad arguments, at ``on_fit_start`` (one dry-run probe) for a
+        EquivarianceConfigError: at construction for bad arguments (a ``MisconfigurationException`` and a
+            ``ValueError``).
+        ValueError, TypeError: at ``on_fit_start`` (one dry-run probe) for a
             symmetry that does not fit the model or batches the monitor cannot read.
     """
 
@@ -139,20 +145,18 @@ class EquivarianceMonitor(Callback):
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries, output_key)
         if not every_n_epochs and not every_n_train_steps and not check_at_start:
-            raise ValueError("Nothing would ever be checked: set `every_n_epochs` or `every_n_train_steps`.")
+            raise EquivarianceConfigError("Nothing would ever be checked: set `every_n_epochs` or `every_n_train_steps`.")
         for name, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"`{name}` must be a non-negative int or None, got {value!r}.")
+                raise EquivarianceConfigError(f"`{name}` must be a non-negative int or None, got {value!r}.")
         if n_samples < 1 or n_elements < 1 or layer_samples < 1 or plots_every_n_checks < 1:
-            raise ValueError("`n_samples`, `n_elements`, `layer_samples` and `plots_every_n_checks` must be positive.")
+            raise EquivarianceConfigError("`n_samples`, `n_elements`, `layer_samples` and `plots_every_n_checks` must be positive.")
         if drift_warmup < 0:
-            raise ValueError(f"`drift_warmup` must be a non-negative number of epochs, got {drift_warmup!r}.")
+            raise EquivarianceConfigError(f"`drift_warmup` must be a non-negative number of epochs, got {drift_warmup!r}.")
         if isinstance(loss_fn, str) and loss_fn not in LOSSES:
-            raise ValueError(f"Unknown `loss_fn` {loss_fn!r}; choose from {sorted(LOSSES)} or pass a callable.")
-        if max_overhead is not None and not 0 < max_overhead <= 1:
-            raise ValueError(f"`max_overhead` must be a fraction in (0, 1] or None, got {max_overhead!r}.")
+            raise EquivarianceConfigError(f"Unknown `loss_fn` {loss_fn!r}; choose from {sorted(LOSSES)} or pass a callable.")
         if not (max_batch == "auto" or (isinstance(max_batch, int) and max_batch > 0)):
-            raise ValueError(f"`max_batch` must be 'auto' or a positive int, got {max_batch!r}.")
+            raise EquivarianceConfigError(f"`max_batch` must be 'auto' or a positive int, got {max_batch!r}.")
         self.every_n_epochs = every_n_epochs or 0
         self.every_n_train_steps = every_n_train_steps or 0
         self.check_at_start = check_at_start
@@ -170,12 +174,11 @@ class EquivarianceMonitor(Callback):
             wait_duration=alert_wait,
         )
         self.records, self.records_dir = records, records_dir
-        self.max_overhead = max_overhead
+        self.budget = OverheadBudget(max_overhead)
         self.history: dict[str, list[dict]] = {s.name: [] for s in self.symmetries}
         self.latest: dict[str, CheckResult] = {}
         self.probe: Optional[ProbeSet] = None
         self.check_seconds: list[float] = []
-        self.deferred = 0
         self.run_id = uuid.uuid4().hex
         self._figures = FigureLog(plots_every_n_checks)
         self._elements: dict[str, Tensor] = {}
@@ -184,8 +187,6 @@ class EquivarianceMonitor(Callback):
         self._last_step: Optional[int] = None
         self._considered_step: Optional[int] = None
         self._restored: dict[str, Any] = {}
-        self._spent = 0.0
-        self._fit_t0: Optional[float] = None
         self._warned_inference = False
 
     @property
@@ -197,10 +198,19 @@ class EquivarianceMonitor(Callback):
         return self.options.gradients
 
     @property
+    def max_overhead(self) -> Optional[float]:
+        return self.budget.max_overhead
+
+    @property
+    def deferred(self) -> int:
+        return self.budget.deferred
+
+    @property
     def figure_seconds(self) -> dict[str, list[float]]:
         return self._figures.seconds
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(
             symmetries=[s.name for s in self.symmetries],
@@ -210,9 +220,11 @@ class EquivarianceMonitor(Callback):
         )
 
     # ------------------------------------------------------------------ set-up
-    def _skip(self, trainer: Trainer) -> bool:
+    @staticmethod
+    def _should_skip_check(trainer: Trainer) -> bool:
         return bool(trainer.sanity_checking or trainer.fast_dev_run)
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Resolve this run's records folder on every rank (a collective under DDP) and attach the guards."""
         if stage != "fit" or trainer.fast_dev_run:
@@ -223,10 +235,11 @@ class EquivarianceMonitor(Callback):
             if isinstance(cb, EquivarianceGuard):
                 cb.attach_monitor([s.name for s in self.symmetries])
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._skip(trainer):
+        if self._should_skip_check(trainer):
             return
-        self._fit_t0 = started = time.perf_counter()
+        started = self.budget.start_fit()
         try:
             self.probe = probe_for_fit(
                 trainer, pl_module, self.n_samples, self.seed, self.probe_data, self.input_key, self.label_key
@@ -246,68 +259,59 @@ class EquivarianceMonitor(Callback):
                 restored_folder=self._restored.get("records_dir"),
             )
         finally:
-            self._spent += time.perf_counter() - started
+            self.budget.add(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ schedule
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.check_at_start and not self._skip(trainer) and self._last_step is None and trainer.global_step == 0:
+        if self.check_at_start and not self._should_skip_check(trainer) and self._last_step is None and trainer.global_step == 0:
             self._check(trainer, pl_module, at_start=True)
 
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         self._figures.poll()
         n = self.every_n_train_steps
         step = trainer.global_step
-        if n and not self._skip(trainer) and step > 0 and step % n == 0 and step != self._last_step:
+        if n and not self._should_skip_check(trainer) and step > 0 and step % n == 0 and step != self._last_step:
             self._scheduled_check(trainer, pl_module)
 
     def _epoch_due(self, trainer: Trainer) -> bool:
         n = self.every_n_epochs
-        return bool(n) and not self._skip(trainer) and (trainer.current_epoch + 1) % n == 0
+        return bool(n) and not self._should_skip_check(trainer) and (trainer.current_epoch + 1) % n == 0
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The epoch's check runs after its last validation, before ``ModelCheckpoint`` (always ordered last) saves,
         so a checkpoint holds the check of its own step and a resumed run neither repeats nor loses one."""
         if trainer.is_last_batch and self._epoch_due(trainer) and trainer.global_step != self._last_step:
             self._scheduled_check(trainer, pl_module, epoch_end=True)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._epoch_due(trainer) and trainer.global_step != self._last_step:  # epochs without validation
             self._scheduled_check(trainer, pl_module, epoch_end=True)
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._figures.close()
 
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._figures.close()
 
     def overhead(self) -> float:
         """The share of fit wall time so far spent in the monitor's hooks on the training process."""
-        if self._fit_t0 is None:
-            return 0.0
-        return self._spent / max(time.perf_counter() - self._fit_t0, 1e-9)
+        return self.budget.share()
 
     def _scheduled_check(self, trainer: Trainer, pl_module: LightningModule, epoch_end: bool = False) -> None:
-        """Run a scheduled check, unless the opt-in ``max_overhead`` budget defers it (rank 0 decides, broadcast)."""
+        """Run a scheduled check, unless the opt-in ``max_overhead`` budget defers it."""
         step = trainer.global_step
-        if step == self._considered_step:
-            return
-        self._considered_step = step
-        run = self.max_overhead is None or self.overhead() <= self.max_overhead
-        if self.max_overhead is not None and trainer.world_size > 1:
-            run = bool(trainer.strategy.broadcast(run, src=0))
-        if run:
-            self._check(trainer, pl_module, epoch_end=epoch_end)
-            return
-        self.deferred += 1
-        if self.deferred == 1:
-            warnings.warn(
-                f"EquivarianceMonitor: deferring the check at step {step}: the monitor has taken "
-                f"{100 * self.overhead():.1f}% of fit time, over `max_overhead={self.max_overhead:g}`. Deferred checks "
-                "are counted in `monitor.deferred`; pass `max_overhead=None` (the default) to run every check.",
-                stacklevel=2,
-            )
+        if step != self._considered_step:
+            self._considered_step = step
+            if self.budget.allows(trainer, step):
+                self._check(trainer, pl_module, epoch_end=epoch_end)
 
     # ------------------------------------------------------------------ one check
     def _check(self, trainer: Trainer, pl_module: LightningModule, at_start: bool = False, epoch_end: bool = False):
@@ -316,7 +320,7 @@ class EquivarianceMonitor(Callback):
             self._check_now(trainer, pl_module, at_start, epoch_end)
         finally:
             seconds = time.perf_counter() - started
-            self._spent += seconds
+            self.budget.add(seconds)
             self.check_seconds.append(seconds)
 
     def _check_now(self, trainer: Trainer, pl_module: LightningModule, at_start: bool, epoch_end: bool) -> None:
@@ -327,7 +331,7 @@ class EquivarianceMonitor(Callback):
             options = dataclasses.replace(options, gradients=False)
             if not self._warned_inference:
                 self._warned_inference = True
-                warnings.warn(INFERENCE_SKIP, stacklevel=3)
+                rank_zero_warn(INFERENCE_SKIP, stacklevel=4)
         gather = single_process if trainer.world_size <= 1 else trainer.strategy.all_gather
         warm = epoch + int(epoch_end) >= self.drift_warmup  # completed training epochs
         done = []
@@ -376,6 +380,7 @@ class EquivarianceMonitor(Callback):
             send_alert(trainer.loggers, alert.title, alert.text, alert.level, alert.wait_duration)
 
     # ------------------------------------------------------------------ state
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -387,12 +392,12 @@ class EquivarianceMonitor(Callback):
             "records_dir": self._folder,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("seed", self.seed) != self.seed:
-            warnings.warn(
+            rank_zero_warn(
                 f"EquivarianceMonitor: the checkpoint's probe seed {state_dict['seed']} differs from this monitor's "
-                f"{self.seed}; the resumed curves use a different probe set.",
-                stacklevel=2,
+                f"{self.seed}; the resumed curves use a different probe set."
             )
         for name, entries in state_dict.get("history", {}).items():
             self.history[name] = list(entries)
