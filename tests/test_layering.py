@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 400
 LONG_MODULES: dict[str, str] = {
     "eqmonitor.integrations.escnn": "split by concept in the integrations rework (issue 15, item 5)",
-    "eqmonitor.callbacks.guard": "split in the callbacks rework (issue 15, item 6)",
     "eqmonitor.integrations.e3nn": "split in the integrations rework (issue 15, item 5)",
     "eqmonitor.callbacks.monitor": "reworked with the guard (the guard/monitor cycle and Lightning's idioms)",
 }
