@@ -91,7 +91,7 @@ def audit(
     if gradients:
         report.add_gradients(gradient_errors(model, x, symmetry, orbit.elements, loss_fn or _default_loss, labels))
     log.info("eqmonitor audit of %s: %s (max relative error %.3e)", symmetry.name, report.verdict,
-             report.stats["relative"]["max"])  # fmt: skip
+             report.stats["relative"]["error_max"])  # fmt: skip
     return report
 
 

@@ -1,8 +1,9 @@
 """One check: measure a model on a fixed probe under one symmetry, gathered across processes, summarised once.
 
 A check is a function of ``(model, probe, symmetry, elements, options, gather)`` that returns a :class:`CheckResult`:
-the orbit errors of every (sample × element) pair (gathered over ranks, so every rank holds the same table), the
-logged scalars computed from that table with one host transfer, and the optional layer-wise and gradient results.
+the orbit errors of every (sample × element) pair (gathered over ranks, so every rank holds the same table), their
+:class:`~eqmonitor.summary.OrbitSummary` (:func:`eqmonitor.summary.summarize`: where every logged
+``equivariance/<symmetry>/<name>`` scalar is computed), and the optional layer-wise and gradient results.
 :class:`~eqmonitor.callbacks.EquivarianceMonitor` is a schedule around it; the records, sinks and figures only read
 what it returns.
 
@@ -12,6 +13,7 @@ the same shape); on one process it is ``t.unsqueeze(0)``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Union
 
@@ -20,6 +22,8 @@ from torch import Tensor
 
 from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors
 from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
+from eqmonitor.summary import OrbitSummary
+from eqmonitor.summary import summarize as summarize_orbit
 from eqmonitor.symmetry import Symmetry
 
 __all__ = [
@@ -75,21 +79,28 @@ class CheckResult:
 
     Attributes:
         symmetry: the symmetry's name (the logging namespace ``equivariance/<symmetry>/``).
-        scalars: :func:`summarize` of ``orbit``: ``error_mean``, ``error_max``, ``error_p95``, ``nonfinite`` (fraction
-            of pairs with NaN/Inf outputs), ``exact_error``, ``interp_error``, ``flip_rate``; each over finite pairs.
+        summary: :func:`eqmonitor.summary.summarize` of ``orbit``, the numbers logged under
+            ``equivariance/<symmetry>/``.
         orbit: the gathered :class:`OrbitErrors` (all ranks' samples, rank order).
+        scalars: ``summary.to_floats()`` (one host transfer): ``error_mean``, ``error_max``, ``error_p95``,
+            ``nonfinite`` (fraction of pairs with NaN/Inf outputs), ``exact_error``, ``interp_error``, ``flip_rate``;
+            each over finite pairs.
         layers, gradients: this process's layer-wise and gradient results (``None`` when not measured).
         layer_values: ``{layer: isolated error}``, the mean over samples, elements and processes.
         gradient_values: ``{"grad_input" | "grad_param/<param>": error}``, means over elements and processes.
     """
 
     symmetry: str
-    scalars: dict[str, float]
+    summary: OrbitSummary
     orbit: OrbitErrors
     layers: Optional[LayerErrors] = None
     gradients: Optional[GradientErrors] = None
     layer_values: dict[str, float] = field(default_factory=dict)
     gradient_values: dict[str, float] = field(default_factory=dict)
+    scalars: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scalars = self.summary.to_floats()
 
     def logged(self) -> dict[str, float]:
         """Every scalar under its logged key: ``equivariance/<symmetry>/<name>``, ``…/layer/<layer>``, ``…/grad_*``."""
@@ -111,36 +122,15 @@ class CheckResult:
         return text
 
 
-#: logged name of each :meth:`OrbitErrors.statistics` entry
-_LOGGED_NAMES = {
-    "mean": "error_mean",
-    "max": "error_max",
-    "p95": "error_p95",
-    "nonfinite": "nonfinite",
-    "exact_mean": "exact_error",
-    "interp_mean": "interp_error",
-    "flip_rate": "flip_rate",
-}
-
-
 def summarize(result: OrbitErrors) -> dict[str, float]:
-    """The logged scalars of a (gathered) :class:`OrbitErrors`, from :meth:`OrbitErrors.statistics` (every statistic
-    over the finite pairs only, NaN when there is none, as :class:`~eqmonitor.metric.EquivarianceError` computes
-    them), with one host transfer for all of them.
-
-    ``exact_error`` / ``interp_error`` are the means over the exact / interpolated elements (absent when the check
-    has no element of that kind); ``flip_rate`` (class-score outputs) is the fraction of finite pairs whose top-1
-    class changed; ``nonfinite`` is the fraction of pairs left out because they are NaN/Inf.
-    """
-    stats = result.statistics()
-    exact = result.exact
-    if not bool(exact.any()):
-        stats.pop("exact_mean")
-    if bool(exact.all()):
-        stats.pop("interp_mean")
-    keys = list(stats)
-    values = torch.stack([stats[k].double().reshape(()) for k in keys]).cpu().tolist()
-    return {_LOGGED_NAMES[k]: v for k, v in zip(keys, values)}
+    """Deprecated: use :func:`eqmonitor.summary.summarize` (``summarize(result).to_floats()`` is this dict)."""
+    warnings.warn(
+        "`eqmonitor.check.summarize` is deprecated and will be removed in the next release; use "
+        "`eqmonitor.summary.summarize(result).to_floats()` (or `CheckResult.scalars`).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return summarize_orbit(result).to_floats()
 
 
 def gather_orbit(result: OrbitErrors, gather: Gather) -> OrbitErrors:
@@ -184,7 +174,7 @@ def run_check(
     """
     orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=options.max_batch)
     orbit = gather_orbit(orbit, gather)
-    result = CheckResult(symmetry.name, summarize(orbit), orbit)
+    result = CheckResult(symmetry.name, summarize_orbit(orbit), orbit)
     if not (options.layerwise or options.gradients):
         return result
     sub_x = x[: options.layer_samples]

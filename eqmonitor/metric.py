@@ -1,13 +1,15 @@
 """EquivarianceError: a torchmetrics Metric that accumulates orbit errors over batches and processes.
 
 The orbit elements are fixed when the metric is built, so every update (and every rank) measures the same ``K``
-elements and the states are per element: sums, sums of squares, counts, maxima and non-finite counts, all reduced
-exactly across processes by torchmetrics.
+elements and the states are per element: sums, sums of squares, counts, maxima, non-finite counts and which elements
+are exact, all reduced exactly across processes by torchmetrics. Every number comes from
+:func:`eqmonitor.summary._summary_compute`, as the monitor's logged scalars do.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -15,10 +17,18 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from eqmonitor.functional._metric_stats import _STATS, _orbit_stats_compute, _orbit_stats_default, _orbit_stats_update
+from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups.base import as_elements as _as_elements
 from eqmonitor.results import OrbitErrors
+from eqmonitor.summary import (
+    _STATE_REDUCE,
+    REDUCTIONS,
+    OrbitSummary,
+    _summary_compute,
+    _summary_default,
+    _summary_update,
+)
 from eqmonitor.symmetry import OutputKey, Symmetry
 
 __all__ = ["EquivarianceError"]
@@ -29,7 +39,7 @@ if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover
     __doctest_skip__ = ["EquivarianceError.plot"]
 
 _WHICH = ("errors", "abs_errors", "rel_errors")
-_BOUNDED = ("symmetric_relative", "flip")  # distances in [0, 1]
+_PER_ELEMENT = ("mean", "max", "std")
 
 
 class EquivarianceError(Metric):
@@ -41,12 +51,18 @@ class EquivarianceError(Metric):
     .. math:: \\text{mean} = \\frac{\\sum_{n,k} e(x_n, g_k)}{\\#\\{(n, k)\\}}, \\qquad
               \\text{per\\_element\\_mean}_k = \\frac{\\sum_n e(x_n, g_k)}{\\#\\{n\\}}
 
-    ``update(model, x [N, ...], labels [N])`` or ``update(errors: OrbitErrors)`` → ``compute()``: a dict with
-    ``mean``, ``max``, ``std`` (scalars), ``per_element_mean``, ``per_element_max``, ``per_element_std`` ``[K]``,
-    ``nonfinite`` (count of pairs with NaN/Inf, left out of everything else), ``flip_rate`` (class-score outputs
-    only: the fraction of pairs with finite outputs whose top-1 class changed, NaN if none), ``elements [K, p]``
-    and, with ``keep_samples``, ``samples [N_total, K]``. The same statistics of one result:
-    :meth:`OrbitErrors.statistics <eqmonitor.results.OrbitErrors.statistics>`.
+    ``update(model, x [N, ...], labels [N])`` or ``update(errors: OrbitErrors)``, then:
+
+    - ``compute()``: one scalar, chosen by ``reduction``: ``"mean"`` (``error_mean``, the default), ``"max"``
+      (``error_max``) or ``"p95"`` (``error_p95``; keeps every per-pair value). So ``self.log("eq", metric)``
+      works in a ``LightningModule``, and :class:`torchmetrics.MetricCollection` logs several reductions at once.
+    - :meth:`per_element`: the ``[K]`` curve (mean, max or std at each element).
+    - :meth:`summary`: every statistic as an :class:`~eqmonitor.summary.OrbitSummary`, under the names the
+      monitor logs (``error_mean``, ``error_max``, ``error_p95``, ``nonfinite``, ``exact_error``, ``interp_error``,
+      ``flip_rate``); ``self.log_dict(metric.summary().scalars())`` logs them all.
+
+    The functional twin is :func:`eqmonitor.functional.equivariance_error`. Non-finite pairs (NaN/Inf outputs) are
+    left out of every statistic and counted (``summary().nonfinite`` is their fraction).
 
     Args:
         symmetry: a :class:`~eqmonitor.symmetry.Symmetry`, or a dict of
@@ -56,8 +72,11 @@ class EquivarianceError(Metric):
         n_elements: how many elements when ``elements`` is not given.
         seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
         which: the table to accumulate: ``"errors"`` (the symmetry's distance), ``"rel_errors"`` or ``"abs_errors"``.
+        reduction: what ``compute()`` returns: ``"mean"``, ``"max"`` or ``"p95"``. ``None`` (deprecated) returns the
+            dict of earlier releases.
         max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
-        keep_samples: also keep every per-sample row ``[N, K]`` (a ``"cat"`` state: memory grows with the data).
+        keep_samples: also keep every per-pair value ``[N, K]`` (a ``"cat"`` state: memory grows with the data),
+            which ``error_p95`` needs; on by itself for ``reduction="p95"``.
         validate_args: check arguments here and tensors on every update.
         output_key: which part of the model's output to compare (a key, an index or a callable; see
             :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
@@ -65,7 +84,7 @@ class EquivarianceError(Metric):
 
     Raises:
         TypeError: ``symmetry`` is neither a Symmetry nor a dict.
-        ValueError: a bad ``which``, ``n_elements``, ``max_batch`` or empty ``elements``.
+        ValueError: a bad ``which``, ``reduction``, ``n_elements``, ``max_batch`` or empty ``elements``.
 
     Example:
         >>> import torch
@@ -74,12 +93,13 @@ class EquivarianceError(Metric):
         >>> metric = EquivarianceError(spec)
         >>> x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
         >>> metric.update(lambda x: x[:, :, 0, 0], x)  # the top-left pixel: not invariant to quarter turns
-        >>> out = metric.compute()
-        >>> out["per_element_mean"].tolist(), out["mean"].item(), int(out["nonfinite"])
-        ([0.0, 12.0, 15.0, 3.0], 7.5, 0)
+        >>> metric.compute()
+        tensor(7.5000, dtype=torch.float64)
+        >>> metric.per_element().tolist(), metric.summary().to_floats()["error_max"]
+        ([0.0, 12.0, 15.0, 3.0], 15.0)
         >>> metric.reset()
         >>> metric.update(torch.nn.Sequential(torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten()), x)  # invariant
-        >>> metric.compute()["max"].item()
+        >>> metric.compute().item()
         0.0
     """
 
@@ -96,6 +116,7 @@ class EquivarianceError(Metric):
     flips: Tensor
     flip_count: Tensor
     flip_pairs: Tensor
+    exact: Tensor
     samples: list
 
     def __init__(
@@ -106,6 +127,7 @@ class EquivarianceError(Metric):
         n_elements: int = 36,
         seed: int = 0,
         which: str = "errors",
+        reduction: Optional[str] = "mean",
         max_batch: Union[int, str] = "auto",
         keep_samples: bool = False,
         validate_args: bool = True,
@@ -116,10 +138,18 @@ class EquivarianceError(Metric):
         if isinstance(symmetry, dict):
             symmetry = Symmetry.from_spec(**symmetry)
         if validate_args:
-            self._validate(symmetry, n_elements, which, max_batch, keep_samples)
+            self._validate(symmetry, n_elements, which, reduction, max_batch, keep_samples)
+        if reduction is None:
+            warnings.warn(
+                "`EquivarianceError(reduction=None)` (compute() returning a dict) is deprecated and will be removed "
+                "in the next release; use `compute()` for one scalar, `per_element()` for the curve and `summary()` "
+                "for every statistic.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         symmetry = symmetry.with_output_key(output_key)
-        self.symmetry, self.which, self.max_batch = symmetry, which, max_batch
-        self.keep_samples, self.validate_args = keep_samples, validate_args
+        self.symmetry, self.which, self.reduction, self.max_batch = symmetry, which, reduction, max_batch
+        self.keep_samples, self.validate_args = keep_samples or reduction == "p95", validate_args
         if elements is None:
             elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
         # a plain CPU attribute (not a buffer): `.half()` / `.to()` must never alter the elements
@@ -127,14 +157,19 @@ class EquivarianceError(Metric):
         if self.elements.shape[0] == 0:
             raise ValueError("Expected at least one element in `elements`, but got none.")
         # bounded distances plot on [0, 1] (torchmetrics makes `plot_upper_bound` a class constant)
-        self._plot_upper_bound = 1.0 if which == "errors" and symmetry.error_name in _BOUNDED else None
-        for name, default in _orbit_stats_default(self.elements.shape[0]).items():
-            self.add_state(name, default, dist_reduce_fx=_STATS[name])
-        if keep_samples:
+        self._plot_upper_bound = 1.0 if which == "errors" and symmetry.error_name in BOUNDED_DISTANCES else None
+        k = self.elements.shape[0]
+        for name, default in _summary_default(k).items():
+            self.add_state(name, default, dist_reduce_fx=_STATE_REDUCE[name])
+        # which elements are exact: 1 until an update shows otherwise (the input's shape decides it)
+        self.add_state("exact", torch.ones(k, dtype=torch.long), dist_reduce_fx="min")
+        if self.keep_samples:
             self.add_state("samples", [], dist_reduce_fx="cat")
 
     @staticmethod
-    def _validate(symmetry: Any, n_elements: int, which: str, max_batch: Any, keep_samples: Any) -> None:
+    def _validate(
+        symmetry: Any, n_elements: int, which: str, reduction: Any, max_batch: Any, keep_samples: Any
+    ) -> None:
         if not isinstance(symmetry, Symmetry):
             raise TypeError(
                 f"Expected `symmetry` to be an eqmonitor Symmetry or a dict of `Symmetry.from_spec` arguments, but "
@@ -144,6 +179,8 @@ class EquivarianceError(Metric):
             raise ValueError(f"Expected `n_elements` to be a positive integer, but got {n_elements!r}.")
         if which not in _WHICH:
             raise ValueError(f"Expected `which` to be one of {_WHICH}, but got {which!r}.")
+        if reduction is not None and reduction not in REDUCTIONS:
+            raise ValueError(f"Expected `reduction` to be one of {tuple(REDUCTIONS)}, but got {reduction!r}.")
         if not (
             max_batch == "auto" or (isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch > 0)
         ):
@@ -163,16 +200,53 @@ class EquivarianceError(Metric):
         """
         res = self._orbit(model, x, labels)
         values = res.values(self.which)
-        for name, stat in _orbit_stats_update(values, res.nonfinite, res.flips).items():
+        for name, stat in _summary_update(values, res.nonfinite, res.flips).items():
             stat = stat.to(self.device)
             setattr(self, name, torch.maximum(self.max, stat) if name == "max" else getattr(self, name) + stat)
+        self.exact = torch.minimum(self.exact, res.exact.to(self.device, torch.long))
         if self.keep_samples:
             self.samples.append(values.detach().to(self.device, torch.float64))
 
-    def compute(self) -> dict[str, Tensor]:
-        """The summary dict (see the class docstring); NaN where no finite pair was seen."""
-        state = {name: getattr(self, name) for name in _STATS}
-        out = _orbit_stats_compute(**state)
+    def compute(self) -> Union[Tensor, dict[str, Tensor]]:
+        """The ``reduction`` of every finite pair seen (0-d float64; NaN when there was none)."""
+        if self.reduction is None:
+            return self._legacy_dict(self._summary())
+        return self._summary().reduce(self.reduction)
+
+    def summary(self) -> OrbitSummary:
+        """Every statistic of the pairs seen, under the monitor's logged names (synced across processes as
+        ``compute()`` is); ``error_p95`` is ``None`` unless the metric keeps its samples."""
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        ):
+            return self._summary()
+
+    def per_element(self, stat: str = "mean") -> Tensor:
+        """The ``[K]`` curve over the elements: ``"mean"`` (the aggregate NERO curve), ``"max"`` or ``"std"``."""
+        if stat not in _PER_ELEMENT:
+            raise ValueError(f"Expected `stat` to be one of {_PER_ELEMENT}, but got {stat!r}.")
+        return getattr(self.summary(), f"per_element_{stat}")
+
+    def _summary(self) -> OrbitSummary:
+        stats = {name: getattr(self, name) for name in _STATE_REDUCE}
+        samples = None
+        if self.keep_samples:
+            samples = dim_zero_cat(self.samples) if len(self.samples) else self.max.new_zeros(0, len(self.max))
+        return _summary_compute(stats, self.exact.bool(), samples)
+
+    def _legacy_dict(self, s: OrbitSummary) -> dict[str, Tensor]:
+        """The ``compute()`` dict of earlier releases (``nonfinite``: the count)."""
+        out = {
+            "mean": s.error_mean,
+            "max": s.error_max,
+            "std": s.error_std,
+            "per_element_mean": s.per_element_mean,
+            "per_element_max": s.per_element_max,
+            "per_element_std": s.per_element_std,
+            "nonfinite": s.nonfinite_count,
+        }
+        if s.flip_rate is not None:
+            out["flip_rate"] = s.flip_rate
         out["elements"] = self.elements.to(self.device)
         if self.keep_samples:
             out["samples"] = dim_zero_cat(self.samples) if len(self.samples) else self.max.new_zeros(0, len(self.max))
@@ -220,13 +294,16 @@ class EquivarianceError(Metric):
                 "every update has the same orbit."
             )
 
-    def plot(self, val: Optional[Union[dict, Sequence[dict]]] = None, ax: Any = None) -> tuple[Any, Any]:
+    def plot(
+        self, val: Optional[Union[OrbitSummary, dict, Sequence[Union[OrbitSummary, dict]]]] = None, ax: Any = None
+    ) -> tuple[Any, Any]:
         """Draw the aggregate curve: the mean error at each element (angle for rotations, else the element's
         parameter or index), with a ±1 std band and the overall mean dashed; several values (e.g. one per epoch)
         are overlaid, coloured along viridis in order.
 
         Args:
-            val: a ``compute()`` dict or a sequence of them; default ``self.compute()``.
+            val: a :meth:`summary` or a sequence of them (or the dicts of ``reduction=None``); default
+                ``self.summary()``.
             ax: a matplotlib Axes to draw into; default a new :class:`matplotlib.figure.Figure` (never pyplot).
 
         Returns:
@@ -250,7 +327,9 @@ class EquivarianceError(Metric):
         from matplotlib import colormaps
         from matplotlib.figure import Figure
 
-        vals = [self.compute()] if val is None else ([val] if isinstance(val, dict) else list(val))
+        if val is None:
+            val = self.summary()
+        vals = [_as_summary(v) for v in ([val] if isinstance(val, (dict, OrbitSummary)) else list(val))]
         if ax is None:
             fig = Figure(figsize=(6.0, 4.0), layout="constrained")
             ax = fig.add_subplot()
@@ -262,20 +341,21 @@ class EquivarianceError(Metric):
         xs = xs[order].numpy()
         colors = colormaps["viridis"](torch.linspace(0.0, 0.9, len(vals)).numpy()) if len(vals) > 1 else ["C0"]
         for i, v in enumerate(vals):
-            mean = v["per_element_mean"].detach().cpu()[order].numpy()
+            mean = v.per_element_mean.detach().cpu()[order].numpy()
             ax.plot(xs, mean, marker="o", ms=3, color=colors[i], label=f"#{i}" if len(vals) > 1 else None)
             if i == len(vals) - 1:
-                std = v["per_element_std"].detach().cpu()[order].numpy() if "per_element_std" in v else None
-                if std is not None and not polar:
+                std = v.per_element_std.detach().cpu()[order].numpy()
+                if not polar:
                     ax.fill_between(xs, (mean - std).clip(min=0.0), mean + std, color=colors[i], alpha=0.2, lw=0)
                 if not polar:
-                    ax.axhline(float(v["mean"]), color=colors[i], ls="--", lw=1, label="mean over all pairs")
+                    ax.axhline(float(v.error_mean), color=colors[i], ls="--", lw=1, label="mean over all pairs")
         if not polar:
             ax.set_xlabel(label)
             ax.set_ylim(bottom=self.plot_lower_bound, top=self._plot_upper_bound)
         ax.set_ylabel(f"mean {self.symmetry.error_name if self.which == 'errors' else self.which}")
         last = vals[-1]
-        note = f", {int(last['nonfinite'])} non-finite pairs left out" if int(last["nonfinite"]) else ""
+        n_bad = int(last.nonfinite_count)
+        note = f", {n_bad} non-finite pairs left out" if n_bad else ""
         ax.set_title(f"{self.symmetry.name} ({self.symmetry.group.name}){note}", fontsize="medium")
         if len(vals) > 1 or not polar:
             ax.legend(fontsize="small")
@@ -291,3 +371,19 @@ class EquivarianceError(Metric):
         if group.param_dim == 1:
             return e[:, 0].to(torch.float64), group.param_names[0]
         return torch.arange(e.shape[0], dtype=torch.float64), "element index"
+
+
+def _as_summary(value: Union[OrbitSummary, dict]) -> OrbitSummary:
+    """A summary, or the ``reduction=None`` dict of earlier releases read as one (for :meth:`plot`)."""
+    if isinstance(value, OrbitSummary):
+        return value
+    nan = torch.full_like(value["mean"], float("nan"))
+    per_mean = value["per_element_mean"]
+    return OrbitSummary(
+        error_mean=value["mean"], error_max=value["max"], error_std=value.get("std", nan), error_p95=None,
+        nonfinite=nan, nonfinite_count=value["nonfinite"], exact_error=None, interp_error=None,
+        flip_rate=value.get("flip_rate"), per_element_mean=per_mean,
+        per_element_max=value.get("per_element_max", per_mean),
+        per_element_std=value.get("per_element_std", torch.zeros_like(per_mean)),
+        exact=torch.ones_like(per_mean, dtype=torch.bool),
+    )  # fmt: skip

@@ -9,12 +9,20 @@ Verdict bands apply to the relative error, by the model's dtype::
     bfloat16    < 1e-2     < 3e-2      < 1e-1        >= 1e-1
 
 A result with NaN/Inf outputs is ``"non-finite"``, whatever its finite errors are.
+
+Model error and transform error are kept apart: an interpolated element (a rotation off the pixel grid, or a quarter
+turn of a non-square image) whose mean relative error is ``approximate`` or ``broken`` but no larger than its noise
+floor (the round-trip error of the input action, plus the output action's) is ``"within the noise floor"``: at that
+element the transform loses as much as the model is off, so the measurement cannot call it broken. The headline
+verdict is the worst element's, in the order ``exact`` < ``excellent`` < ``within the noise floor`` <
+``approximate`` < ``broken``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -22,8 +30,9 @@ import torch
 
 from eqmonitor._verdicts import VERDICT_BANDS, default_tolerance, verdict
 from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
+from eqmonitor.summary import summarize
 
-__all__ = ["VERDICT_BANDS", "AuditReport", "default_tolerance", "verdict"]
+__all__ = ["VERDICT_BANDS", "WITHIN_FLOOR", "AuditReport", "default_tolerance", "element_verdict", "verdict"]
 
 _CAUSES = (
     (("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"), "normalisation (train-mode batch statistics, or "
@@ -49,6 +58,59 @@ def _fmt(v: Optional[float]) -> str:
     return "-" if v is None else ("nan" if not math.isfinite(v) else f"{v:.3e}")
 
 
+WITHIN_FLOOR = "within the noise floor"
+_ORDER = ("exact", "excellent", WITHIN_FLOOR, "approximate", "broken", "non-finite")
+
+
+def element_verdict(error: float, exact: bool, floor: float, dtype: torch.dtype = torch.float32) -> str:
+    """The verdict of one element's mean relative error: its band, except that an interpolated element whose
+    error is ``approximate`` or ``broken`` but at most ``floor`` (its noise floor) is ``"within the noise floor"``.
+
+    Example:
+        >>> element_verdict(5.0e-2, False, 9.7e-2), element_verdict(5.0e-2, True, 9.7e-2)
+        ('within the noise floor', 'broken')
+        >>> element_verdict(0.2, False, 9.7e-2), element_verdict(3e-7, False, 9.7e-2)
+        ('broken', 'exact')
+    """
+    band = verdict(error, dtype)
+    if not exact and band in ("approximate", "broken") and error <= floor:
+        return WITHIN_FLOOR
+    return band
+
+
+def _worst(verdicts: list[str]) -> Optional[str]:
+    """The worst of some element verdicts (``None`` for none)."""
+    return max(verdicts, key=_ORDER.index) if verdicts else None
+
+
+#: the keys of the summaries and rows of earlier releases -> today's
+_OLD_KEYS = {"mean": "error_mean", "max": "error_max", "p95": "error_p95", "error": "distance_mean"}
+
+
+class _Stats(dict):
+    """A summary or row dict that still answers the keys of earlier releases (``"mean"``, ``"max"``, ``"p95"``,
+    ``"error"``), with a :class:`DeprecationWarning`; JSON holds today's keys only."""
+
+    def __missing__(self, key: str) -> Any:
+        if key in _OLD_KEYS and _OLD_KEYS[key] in self:
+            warnings.warn(
+                f"The report key {key!r} is deprecated and will be removed in the next release; use "
+                f"{_OLD_KEYS[key]!r} (the logged name).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self[_OLD_KEYS[key]]
+        raise KeyError(key)
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"`AuditReport.{old}` is deprecated and will be removed in the next release; use `AuditReport.{new}`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 @dataclass
 class AuditReport:
     """One symmetry's audit: statistics, per-element table, exact vs interpolated, noise floors and a verdict.
@@ -56,14 +118,20 @@ class AuditReport:
     Attributes:
         symmetry: the symmetry's name; ``group``, ``kind``, ``distance``: how it was measured.
         dtype: the model's dtype (sets the bands); ``n_samples``, ``n_elements``: the probe size.
-        stats: ``{"relative"|"absolute"|<distance>: {"mean", "max", "p95"}}``.
-        elements: one row per element: ``element``, ``exact``, ``mean``, ``max`` (relative), ``error`` (the chosen
-            distance, mean), ``input_floor``, ``output_floor``.
-        exact_mean / interpolated_mean: mean relative error over the exact / interpolated elements (``None`` if none).
+        stats: ``{"relative"|"absolute"|<distance>: summary}``, each the logged scalars of
+            :func:`eqmonitor.summary.summarize` of that table (``error_mean``, ``error_max``, ``error_p95``,
+            ``nonfinite``, ``exact_error``, ``interp_error``, ``flip_rate``).
+        elements: one row per element: ``element``, ``exact``, ``error_mean``, ``error_max`` (relative),
+            ``distance_mean`` (the chosen distance, mean), ``input_floor``, ``output_floor``, ``noise_floor``
+            (their sum) and ``verdict`` (:func:`element_verdict`).
+        exact_error / interp_error: mean relative error over the exact / interpolated elements (``None`` if none).
         worst: ``{"sample", "element", "value"}`` of the largest relative error.
-        verdict: overall band of the worst per-element mean relative error; ``verdict_exact`` /
-            ``verdict_interpolated`` the same within each kind of element.
-        flip_rate: fraction of top-1 changes for classifiers; ``n_nonfinite``: pairs with NaN/Inf outputs.
+        verdict: the worst element verdict (``"within the noise floor"`` when interpolation, not the model, may
+            explain every error that is not exact or excellent); ``verdict_exact`` / ``verdict_interpolated`` the
+            same within each kind of element.
+        flip_rate: fraction of top-1 changes for classifiers; ``nonfinite_count``: pairs with NaN/Inf outputs.
+        not_exact: elements that map a pixel grid onto itself but interpolate on this input (quarter turns of a
+            non-square image): judged against their noise floor, as every interpolated element is.
         orbit: the raw :class:`OrbitErrors` (on the CPU), not serialised.
     """
 
@@ -76,17 +144,36 @@ class AuditReport:
     n_elements: int
     stats: dict[str, dict[str, float]]
     elements: list[dict[str, Any]]
-    exact_mean: Optional[float]
-    interpolated_mean: Optional[float]
+    exact_error: Optional[float]
+    interp_error: Optional[float]
     worst: dict[str, Any]
     verdict: str
     verdict_exact: Optional[str]
     verdict_interpolated: Optional[str]
     flip_rate: Optional[float]
-    n_nonfinite: int
+    nonfinite_count: int
+    not_exact: list[str] = field(default_factory=list)
     orbit: Optional[OrbitErrors] = field(default=None, repr=False, compare=False)
     layers: Optional[dict[str, Any]] = None
     gradients: Optional[dict[str, Any]] = None
+
+    @property
+    def exact_mean(self) -> Optional[float]:
+        """Deprecated: :attr:`exact_error`."""
+        _renamed("exact_mean", "exact_error")
+        return self.exact_error
+
+    @property
+    def interpolated_mean(self) -> Optional[float]:
+        """Deprecated: :attr:`interp_error`."""
+        _renamed("interpolated_mean", "interp_error")
+        return self.interp_error
+
+    @property
+    def n_nonfinite(self) -> int:
+        """Deprecated: :attr:`nonfinite_count`."""
+        _renamed("n_nonfinite", "nonfinite_count")
+        return self.nonfinite_count
 
     def add_layers(self, layer_errors: LayerErrors) -> None:
         """Add the layer-wise section: per-layer cumulative/isolated means, the first failing layer, a likely cause."""
@@ -124,45 +211,41 @@ class AuditReport:
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
     def from_orbit(cls, orbit: OrbitErrors, kind: str = "") -> "AuditReport":
-        """Summarise an :class:`OrbitErrors` (one device-to-host transfer)."""
+        """Summarise an :class:`OrbitErrors` with :func:`eqmonitor.summary.summarize` (relative, absolute and the
+        symmetry's distance) and judge every element against its noise floor."""
         o = orbit.cpu()
-        group = o.group
-
-        def summary(which: str) -> dict[str, float]:
-            return {"mean": float(o.mean(which)), "max": float(o.max(which)), "p95": float(o.quantile(0.95, which))}
-
-        stats = {"relative": summary("rel_errors"), "absolute": summary("abs_errors")}
-        if o.distance not in ("relative", "max_abs"):
-            stats[o.distance] = summary("errors")
-        per_mean, per_err = o.per_element("rel_errors"), o.per_element("errors")
-        per_max = o.values("rel_errors").nan_to_num(nan=-float("inf")).amax(0)
+        group, dtype = o.group, o.dtype
+        rel = summarize(o, "rel_errors")
+        stats = {"relative": _Stats(rel.to_floats()), "absolute": _Stats(summarize(o, "abs_errors").to_floats())}
+        dist = summarize(o, "errors") if o.distance not in ("relative", "max_abs") else None
+        if dist is not None:
+            stats[o.distance] = _Stats(dist.to_floats())
+        floor = o.input_floor.double().nan_to_num(0.0)
+        if o.output_floor is not None:
+            floor = floor + o.output_floor.double().nan_to_num(0.0)
+        per_mean, per_max = rel.per_element_mean.tolist(), rel.per_element_max.tolist()
+        per_dist = (dist or rel).per_element_mean.tolist()
+        exact = o.exact.tolist()
+        judged = [element_verdict(m, bool(e), f, dtype) for m, e, f in zip(per_mean, exact, floor.tolist())]
         rows = [
-            {
-                "element": group.describe(o.elements[k]),
-                "exact": bool(o.exact[k]),
-                "mean": float(per_mean[k]),
-                "max": float(per_max[k]),
-                "error": float(per_err[k]),
-                "input_floor": float(o.input_floor[k]),
-                "output_floor": None if o.output_floor is None else float(o.output_floor[k]),
-            }
+            _Stats(
+                element=group.describe(o.elements[k]),
+                exact=exact[k],
+                error_mean=per_mean[k],
+                error_max=per_max[k],
+                distance_mean=per_dist[k],
+                input_floor=float(o.input_floor[k]),
+                output_floor=None if o.output_floor is None else float(o.output_floor[k]),
+                noise_floor=float(floor[k]),
+                verdict=judged[k],
+            )
             for k in range(o.n_elements)
         ]
-        dtype = o.dtype
-
-        def band(mask: torch.Tensor) -> tuple[Optional[float], Optional[str]]:
-            if not bool(mask.any()):
-                return None, None
-            mean = float(o.values("rel_errors")[:, mask].nanmean())
-            worst_element = float(per_mean[mask].nan_to_num(nan=float("inf")).max())
-            return mean, verdict(worst_element, dtype)
-
-        exact_mean, v_exact = band(o.exact)
-        interp_mean, v_interp = band(~o.exact)
+        v_exact = _worst([v for v, e in zip(judged, exact) if e])
+        v_interp = _worst([v for v, e in zip(judged, exact) if not e])
         n_bad = o.n_nonfinite
-        overall = "non-finite" if n_bad else verdict(float(per_mean.nan_to_num(nan=float("inf")).max()), dtype)
         n, k, value = o.worst("rel_errors")
-        flip = o.flip_rate()
+        grid = group.exact_on_grid(o.elements).cpu() & ~o.exact.cpu()
         return cls(
             symmetry=o.symmetry,
             group=repr(group),
@@ -173,14 +256,15 @@ class AuditReport:
             n_elements=o.n_elements,
             stats=stats,
             elements=rows,
-            exact_mean=exact_mean,
-            interpolated_mean=interp_mean,
+            exact_error=None if rel.exact_error is None else float(rel.exact_error),
+            interp_error=None if rel.interp_error is None else float(rel.interp_error),
             worst={"sample": n, "element": group.describe(o.elements[k]), "value": value},
-            verdict=overall,
+            verdict="non-finite" if n_bad else _worst(judged),
             verdict_exact=v_exact,
             verdict_interpolated=v_interp,
-            flip_rate=None if flip is None else float(flip),
-            n_nonfinite=n_bad,
+            flip_rate=None if rel.flip_rate is None else float(rel.flip_rate),
+            nonfinite_count=n_bad,
+            not_exact=[group.describe(o.elements[i]) for i in grid.nonzero()[:, 0].tolist()],
             orbit=o,
         )
 
@@ -193,33 +277,41 @@ class AuditReport:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
 
     def _headline(self) -> list[tuple[str, str]]:
-        rel, ab = self.stats["relative"], self.stats["absolute"]
+        def line(st: dict) -> str:
+            return f"mean {_fmt(st['error_mean'])}  p95 {_fmt(st['error_p95'])}  max {_fmt(st['error_max'])}"
+
         lines = [
             ("verdict", self.verdict.upper()),
             ("symmetry", f"{self.symmetry} ({self.kind}) under {self.group}"),
             ("probe", f"{self.n_samples} samples × {self.n_elements} elements, model dtype {self.dtype}"),
-            ("relative error", f"mean {_fmt(rel['mean'])}  p95 {_fmt(rel['p95'])}  max {_fmt(rel['max'])}"),
-            ("absolute error", f"mean {_fmt(ab['mean'])}  p95 {_fmt(ab['p95'])}  max {_fmt(ab['max'])}"),
+            ("relative error", line(self.stats["relative"])),
+            ("absolute error", line(self.stats["absolute"])),
         ]
         if self.distance not in ("relative", "max_abs"):
-            s = self.stats[self.distance]
-            summary = f"mean {_fmt(s['mean'])}  p95 {_fmt(s['p95'])}  max {_fmt(s['max'])}"
-            lines.append((f"{self.distance} error", summary))
-        if self.exact_mean is not None:
-            lines.append(("exact elements", f"mean {_fmt(self.exact_mean)} ({self.verdict_exact})"))
-        if self.interpolated_mean is not None:
-            floor = [r["input_floor"] for r in self.elements if not r["exact"]]
+            lines.append((f"{self.distance} error", line(self.stats[self.distance])))
+        if self.exact_error is not None:
+            lines.append(("exact elements", f"mean {_fmt(self.exact_error)} ({self.verdict_exact}): model error only"))
+        if self.interp_error is not None:
+            interp = [r for r in self.elements if not r["exact"]]
+            floor = sum(r["noise_floor"] for r in interp) / len(interp)
+            within = sum(r["verdict"] == WITHIN_FLOOR for r in interp)
+            note = f"; {within} of {len(interp)} within their noise floor" if 0 < within < len(interp) else ""
             lines.append(
                 (
                     "interpolated",
-                    f"mean {_fmt(self.interpolated_mean)} ({self.verdict_interpolated}); "
-                    f"input noise floor mean {_fmt(sum(floor) / len(floor))}",
+                    f"mean {_fmt(self.interp_error)} ({self.verdict_interpolated}{note}); model + transform error, "
+                    f"noise floor mean {_fmt(floor)}",
                 )
+            )
+        if self.not_exact:
+            shown = ", ".join(self.not_exact[:4]) + (", ..." if len(self.not_exact) > 4 else "")
+            lines.append(
+                ("not exact", f"{shown}: exact on a square pixel grid, interpolated on this input (non-square image)")
             )
         if self.flip_rate is not None:
             lines.append(("top-1 flips", f"{100 * self.flip_rate:.1f}% of pairs"))
-        if self.n_nonfinite:
-            lines.append(("NON-FINITE", f"{self.n_nonfinite} (sample, element) pairs gave NaN/Inf outputs"))
+        if self.nonfinite_count:
+            lines.append(("NON-FINITE", f"{self.nonfinite_count} (sample, element) pairs gave NaN/Inf outputs"))
         w = self.worst
         lines.append(("worst", f"{_fmt(w['value'])} at sample {w['sample']}, {w['element']}"))
         return lines
@@ -227,13 +319,14 @@ class AuditReport:
     def _table(self, max_rows: int) -> tuple[list[str], list[list[str]]]:
         extra = self.distance not in ("relative", "max_abs")
         header = ["element", "exact", "rel. mean", "rel. max"] + [f"{self.distance} mean"] * extra
-        header += ["input floor", "output floor"]
+        header += ["input floor", "output floor", "verdict"]
         rows = self.elements
         if len(rows) > max_rows:  # keep the worst ones
-            rows = sorted(rows, key=lambda r: -r["mean"] if math.isfinite(r["mean"]) else -math.inf)[:max_rows]
+            rows = sorted(rows, key=lambda r: -r["error_mean"] if math.isfinite(r["error_mean"]) else -math.inf)
+            rows = rows[:max_rows]
         body = [
-            [r["element"], "yes" if r["exact"] else "no", _fmt(r["mean"]), _fmt(r["max"])] + [_fmt(r["error"])] * extra
-            + [_fmt(r["input_floor"]), _fmt(r["output_floor"])]
+            [r["element"], "yes" if r["exact"] else "no", _fmt(r["error_mean"]), _fmt(r["error_max"])]
+            + [_fmt(r["distance_mean"])] * extra + [_fmt(r["input_floor"]), _fmt(r["output_floor"]), r["verdict"]]
             for r in rows
         ]  # fmt: skip
         return header, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor
 
 from eqmonitor.groups import Group
+from eqmonitor.summary import OrbitSummary, summarize
 
 __all__ = ["GradientErrors", "LayerErrors", "OrbitErrors"]
 
@@ -20,10 +22,8 @@ def _nan_where(values: Tensor, mask: Tensor) -> Tensor:
     return values.masked_fill(mask, float("nan"))
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """0-d float64 mean of ``values [N, K]`` where ``mask`` (NaN where it selects nothing), without a host sync;
-    summed per element first, in the order ``EquivarianceError`` sums, so that one update gives the same bits."""
-    return values.to(_F64).masked_fill(~mask, 0.0).sum(0).sum() / mask.sum().to(_F64)
+def _or_nan(value: Optional[Tensor], device: torch.device) -> Tensor:
+    return torch.tensor(float("nan"), dtype=_F64, device=device) if value is None else value
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,11 @@ class OrbitErrors:
         group: the group; ``distance``: the distance's name; ``symmetry``: the symmetry's name.
         dtype: the model's dtype (sets the verdict bands).
 
-    Statistics (:meth:`mean`, :meth:`max`, :meth:`quantile`, :meth:`exact_mean`, :meth:`interp_mean`,
-    :meth:`nonfinite_fraction`, :meth:`flip_rate`, all of them at once with :meth:`statistics`) are 0-d float64
-    tensors on the results' device, over the *finite* pairs (:meth:`finite`), NaN when there is none; they agree
-    with :class:`~eqmonitor.metric.EquivarianceError` on the same data, and stack into one host transfer.
+    Statistics: :meth:`summary` gives every logged number at once (an :class:`~eqmonitor.summary.OrbitSummary`,
+    computed by :func:`eqmonitor.summary.summarize`, as the monitor and :class:`~eqmonitor.metric.EquivarianceError`
+    compute them); :meth:`mean`, :meth:`max`, :meth:`quantile`, :meth:`exact_mean`, :meth:`interp_mean`,
+    :meth:`nonfinite_fraction` and :meth:`flip_rate` read single ones. All are 0-d float64 tensors on the results'
+    device, over the *finite* pairs (:meth:`finite`), NaN when there is none.
     """
 
     errors: Tensor
@@ -101,66 +102,67 @@ class OrbitErrors:
         :meth:`finite`."""
         return _nan_where(getattr(self, which), ~self.finite(which))
 
+    def summary(self, which: str = "errors") -> OrbitSummary:
+        """Every logged statistic of the ``which`` table at once: :func:`eqmonitor.summary.summarize`."""
+        return summarize(self, which)
+
     def mean(self, which: str = "errors") -> Tensor:
-        """Mean over the finite pairs (NaN if there are none)."""
-        return _masked_mean(getattr(self, which), self.finite(which))
+        """Mean over the finite pairs (NaN if there are none): ``summary(which).error_mean``."""
+        return self.summary(which).error_mean
 
     def max(self, which: str = "errors") -> Tensor:
-        """Largest finite value (NaN if there are none)."""
-        ok = self.finite(which)
-        top = getattr(self, which).to(_F64).masked_fill(~ok, -float("inf")).amax()
-        return torch.where(ok.any(), top, torch.full_like(top, float("nan")))
+        """Largest finite value (NaN if there are none): ``summary(which).error_max``."""
+        return self.summary(which).error_max
 
     def quantile(self, q: float, which: str = "errors") -> Tensor:
         """The ``q``-quantile (linear interpolation, as ``torch.quantile``) of the finite values (NaN if none)."""
         return torch.nanquantile(self.values(which).to(_F64).flatten(), q)
 
     def exact_mean(self, which: str = "errors") -> Tensor:
-        """Mean over the finite pairs at exact elements (NaN if none: no exact element, or none finite)."""
-        return _masked_mean(getattr(self, which), self.finite(which) & self.exact.to(self.nonfinite.device)[None])
+        """Mean over the finite pairs at exact elements (NaN if none): ``summary(which).exact_error``."""
+        return _or_nan(self.summary(which).exact_error, self.nonfinite.device)
 
     def interp_mean(self, which: str = "errors") -> Tensor:
-        """Mean over the finite pairs at interpolated elements (NaN if none)."""
-        return _masked_mean(getattr(self, which), self.finite(which) & ~self.exact.to(self.nonfinite.device)[None])
+        """Mean over the finite pairs at interpolated elements (NaN if none): ``summary(which).interp_error``."""
+        return _or_nan(self.summary(which).interp_error, self.nonfinite.device)
 
     def nonfinite_count(self, which: str = "errors") -> Tensor:
-        """Number of pairs left out (not :meth:`finite`), as 0-d float64: ``EquivarianceError``'s ``nonfinite``."""
-        return (~self.finite(which)).sum().to(_F64)
+        """Number of pairs left out (not :meth:`finite`), as 0-d float64: ``summary(which).nonfinite_count``."""
+        return self.summary(which).nonfinite_count.to(_F64)
 
     def nonfinite_fraction(self, which: str = "errors") -> Tensor:
-        """Fraction of pairs left out (not :meth:`finite`), 0-d float64."""
-        return self.nonfinite_count(which) / self.nonfinite.numel()
+        """Fraction of pairs left out (not :meth:`finite`), 0-d float64: ``summary(which).nonfinite``."""
+        return self.summary(which).nonfinite
 
     def flip_rate(self) -> Optional[Tensor]:
         """Fraction of the pairs with finite outputs whose top-1 class changed (0-d float64, NaN if there are none);
-        ``None`` if the outputs are not class scores."""
-        if self.flips is None:
-            return None
-        return _masked_mean(self.flips, ~self.nonfinite & ~self.flips.isnan())
+        ``None`` if the outputs are not class scores: ``summary().flip_rate``."""
+        return None if self.flips is None else self.summary().flip_rate
 
     def statistics(self, which: str = "errors") -> dict[str, Tensor]:
-        """``{"mean", "max", "p95", "nonfinite", "exact_mean", "interp_mean"[, "flip_rate"]}``, 0-d float64 tensors
-        on the results' device (``nonfinite``: the fraction; ``flip_rate`` for class-score outputs only), e.g.
-        ``torch.stack(list(stats.values())).tolist()`` for one host transfer. ``exact_mean`` / ``interp_mean`` are
-        NaN when there is no element of that kind (``self.exact`` tells).
+        """Deprecated: use :meth:`summary` (the same numbers under their logged names).
 
-        Example:
-            >>> import torch, eqmonitor as eqm
-            >>> sym = eqm.Symmetry.from_spec(group="c4", error="max_abs")
-            >>> res = eqm.functional.orbit_errors(lambda x: x[:, :, 0, 0], torch.eye(2)[None, None], sym, [0, 1])
-            >>> {k: v.item() for k, v in res.statistics().items()}
-            {'mean': 0.5, 'max': 1.0, 'p95': 0.95, 'nonfinite': 0.0, 'exact_mean': 0.5, 'interp_mean': nan}
+        ``{"mean", "max", "p95", "nonfinite", "exact_mean", "interp_mean"[, "flip_rate"]}``, as before.
         """
+        warnings.warn(
+            "`OrbitErrors.statistics()` is deprecated and will be removed in the next release; use "
+            "`OrbitErrors.summary()`, whose fields carry the logged names (`error_mean`, `error_max`, `error_p95`, "
+            "`nonfinite`, `exact_error`, `interp_error`, `flip_rate`).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        s = self.summary(which)
+        dev = self.nonfinite.device
         out = {
-            "mean": self.mean(which),
-            "max": self.max(which),
-            "p95": self.quantile(0.95, which),
-            "nonfinite": self.nonfinite_fraction(which),
-            "exact_mean": self.exact_mean(which),
-            "interp_mean": self.interp_mean(which),
+            "mean": s.error_mean,
+            "max": s.error_max,
+            "p95": s.error_p95,
+            "nonfinite": s.nonfinite,
+            "exact_mean": _or_nan(s.exact_error, dev),
+            "interp_mean": _or_nan(s.interp_error, dev),
         }
-        if self.flips is not None:
-            out["flip_rate"] = self.flip_rate()
+        if s.flip_rate is not None:
+            out["flip_rate"] = s.flip_rate
         return out
 
     def per_element(self, which: str = "errors") -> Tensor:

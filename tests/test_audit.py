@@ -10,6 +10,7 @@ import torch
 
 import eqmonitor as eqm
 from eqmonitor.report import default_tolerance, verdict
+from eqmonitor.summary import summarize
 
 
 def test_verdict_bands_scale_with_dtype():
@@ -35,7 +36,8 @@ def test_audit_report_formats(c4_averaged, digits, rotation):
     assert md.startswith("### eqmonitor audit") and "| element |" in md
     data = json.loads(report.to_json())
     assert data["verdict"] == report.verdict and len(data["elements"]) == 8
-    assert data["stats"]["relative"]["max"] == pytest.approx(report.stats["relative"]["max"])
+    assert data["stats"]["relative"]["error_max"] == pytest.approx(report.stats["relative"]["error_max"])
+    assert data["stats"]["relative"] == summarize(report.orbit, "rel_errors").to_floats()
     assert "orbit" not in data
 
 
@@ -46,7 +48,7 @@ def test_audit_defaults_use_all_elements_of_small_finite_groups(c4_averaged, dig
     assert report.n_elements == 8
     # flips are not in C4: the C4-averaged CNN is invariant to rotations but not to mirrors
     flipped = [r for r in report.elements if "flipped" in r["element"]]
-    assert all(r["mean"] > 1e-3 for r in flipped)
+    assert all(r["error_mean"] > 1e-3 for r in flipped)
     assert report.verdict == "broken"
 
 
@@ -104,3 +106,53 @@ def test_audit_layer_and_gradient_sections(digits):
     assert "first failing layer" in report.to_markdown()
     good = eqm.audit(eqm.demos.C4EquivariantCNN(), x[:8], sym, labels=y[:8], layers=True, gradients=True)
     assert good.layers["first_failing"] is None and good.gradients["verdict"] in ("exact", "excellent")
+
+
+# ==================================================================================================== noise floor
+def _nonsquare(n: int = 8) -> torch.Tensor:
+    return torch.randn(n, 3, 12, 20, generator=torch.Generator().manual_seed(0))
+
+
+def test_nonsquare_image_invariant_model_is_within_the_noise_floor(c4):
+    from torch import nn
+
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # invariant to every permutation of the pixels
+    report = eqm.audit(pooled, _nonsquare(), c4, progress=False)
+    quarter = [r for r in report.elements if r["element"].startswith(("k=1", "k=3"))]
+    assert [r["exact"] for r in quarter] == [False, False]  # quarter turns of a 12×20 image interpolate
+    assert report.not_exact == [r["element"] for r in quarter]
+    for r in quarter:  # the model error is large, the transform's larger still
+        assert 0.1 < r["error_mean"] <= r["noise_floor"] and r["verdict"] == "within the noise floor"
+    assert report.verdict_exact == "exact" and report.verdict_interpolated == "within the noise floor"
+    assert report.verdict == "within the noise floor"
+    text, md, data = report.to_text(), report.to_markdown(), json.loads(report.to_json())
+    assert "WITHIN THE NOISE FLOOR" in text and "interpolated on this input (non-square image)" in text
+    assert "**verdict**: WITHIN THE NOISE FLOOR" in md and "non-square image" in md
+    assert data["verdict"] == "within the noise floor" and data["not_exact"] == report.not_exact
+    assert [r["verdict"] for r in data["elements"]] == [r["verdict"] for r in report.elements]
+
+
+def test_nonsquare_image_broken_model_is_still_broken(c4):
+    report = eqm.audit(lambda x: x[:, :, 0, :].mean(-1), _nonsquare(), c4, progress=False)  # the top row
+    half = next(r for r in report.elements if r["element"].startswith("k=2"))
+    assert half["exact"] and half["verdict"] == "broken"  # 180° is exact on any grid: the model error shows
+    assert report.verdict == "broken" and "BROKEN" in report.to_text()
+
+
+def test_an_error_above_the_noise_floor_is_broken(c4_averaged, digits, rotation):
+    report = eqm.audit(c4_averaged, digits[0][:8], rotation, elements=[0.0, math.pi / 4], progress=False)
+    row = report.elements[1]
+    assert not row["exact"] and row["error_mean"] > row["noise_floor"] and row["verdict"] == "broken"
+    assert report.verdict == "broken"
+
+
+def test_deprecated_report_names_still_answer(c4_averaged, digits, c4):
+    report = eqm.audit(c4_averaged, digits[0][:4], c4, progress=False)
+    with pytest.warns(DeprecationWarning, match="error_mean"):
+        assert report.stats["relative"]["mean"] == report.stats["relative"]["error_mean"]
+    with pytest.warns(DeprecationWarning, match="error_mean"):
+        assert report.elements[0]["mean"] == report.elements[0]["error_mean"]
+    with pytest.warns(DeprecationWarning, match="exact_error"):
+        assert report.exact_mean == report.exact_error
+    with pytest.warns(DeprecationWarning, match="nonfinite_count"):
+        assert report.n_nonfinite == report.nonfinite_count == 0

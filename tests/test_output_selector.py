@@ -167,11 +167,11 @@ def test_yaml_spec_and_metric_argument():
     overridden.update(MultiHead("tuple").eval(), x)
     plain = EquivarianceError(C4)
     plain.update(model.net, x)
-    ref = plain.compute()
+    ref = plain.summary()
     for metric in (from_yaml, by_index, overridden):
-        out = metric.compute()
-        for key in ("mean", "max", "per_element_mean", "nonfinite", "flip_rate"):
-            torch.testing.assert_close(out[key], ref[key], rtol=0, atol=0, msg=key)
+        out = metric.summary()
+        for key in ("error_mean", "error_max", "per_element_mean", "nonfinite", "flip_rate"):
+            torch.testing.assert_close(getattr(out, key), getattr(ref, key), rtol=0, atol=0, msg=key)
 
 
 def test_gradients_are_of_the_loss_on_the_selected_output():

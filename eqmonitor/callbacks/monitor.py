@@ -60,6 +60,8 @@ class EquivarianceMonitor(Callback):
         equivariance/<name>/layer/<layer>            (layerwise=True: isolated error of each layer)
         equivariance/<name>/grad_input, grad_param/<param>   (gradients=True)
 
+    (the first line holds the fields of :func:`eqmonitor.summary.summarize`, which :func:`~eqmonitor.check.run_check`
+    calls once per check)
     and images ``equivariance/<name>/nero_aggregate | nero_individual | nero_dr | layers`` (rendered in a worker
     process on rank 0, logged at the step of their check), appends a record of each check to this run's own records
     folder (``<log_dir>/eqmonitor_records`` with TensorBoard/CSV, ``<save_dir>/eqmonitor_records/<run id>`` with W&B,
@@ -337,6 +339,7 @@ class EquivarianceMonitor(Callback):
         done = []
         for sym in self.symmetries:
             x, labels = self.probe.x, self.probe.labels
+            # the logged numbers: result.summary, computed by eqmonitor.summary.summarize inside run_check
             result = run_check(pl_module, x, labels, sym, self._elements[sym.name], options, gather)
             self.latest[sym.name] = result
             entry = {"global_step": step, "epoch": epoch, "time": time.time(), "metrics": result.scalars}

@@ -50,12 +50,12 @@ class DigitsDataModule(L.LightningDataModule):
 
 
 class DigitsClassifier(L.LightningModule):
-    """:class:`~eqmonitor.models.SmallCNN` (optionally with BatchNorm and Dropout) trained with cross-entropy.
+    """:class:`~eqmonitor.demos.SmallCNN` (optionally with BatchNorm and Dropout) trained with cross-entropy.
 
     Args:
         lr: Adam learning rate.
         augment: ``"none"``, ``"c4"`` (random quarter turns per sample) or ``"so2"`` (random rotations).
-        batch_norm, dropout, width, pool: passed to :class:`~eqmonitor.models.SmallCNN`.
+        batch_norm, dropout, width, pool: passed to :class:`~eqmonitor.demos.SmallCNN`.
     """
 
     def __init__(

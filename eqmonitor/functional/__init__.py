@@ -1,6 +1,7 @@
 """Pure, batched measuring functions (no logging, no global RNG, no change to the model)."""
 
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
+from eqmonitor.functional.equivariance import equivariance_error
 from eqmonitor.functional.gradients import gradient_errors
 from eqmonitor.functional.layerwise import (
     FeatureAdapter,
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureAdapter",
     "LieDerivative",
     "TokenGridAction",
+    "equivariance_error",
     "feature_action",
     "gradient_errors",
     "image_tangent",

@@ -58,9 +58,9 @@ def test_logs_every_key_on_schedule(fit):
     assert 0.05 < float(res.mean()) < 2  # a plain CNN is not C4-invariant
     metric = eqm.EquivarianceError(mon.symmetries[0], elements=mon._elements["c4"])  # the same measurement as a Metric
     metric.update(model, mon.probe.x)
-    value = metric.compute()
-    assert float(value["mean"]) == pytest.approx(float(metrics["equivariance/c4/error_mean"]), rel=1e-5)
-    assert float(value["max"]) == pytest.approx(float(metrics["equivariance/c4/error_max"]), rel=1e-5)
+    value = metric.summary()
+    assert float(value.error_mean) == pytest.approx(float(metrics["equivariance/c4/error_mean"]), rel=1e-5)
+    assert float(value.error_max) == pytest.approx(float(metrics["equivariance/c4/error_max"]), rel=1e-5)
 
 
 def test_probe_set_comes_from_validation_data_with_a_seed(fit):

@@ -2,9 +2,9 @@
 through ``EscnnTensorModel``, the layer-wise adapter, and agreement with escnn's manual equivariance check.
 
 escnn 1.0.11 builds the kernel bases of dihedral convolutions with scikit-learn's ``randomized_svd`` when scikit-learn
-is installed, and scikit-learn >= 1.9 rejects the ``np.matrix`` escnn passes it (escnn#112). The module fixture
-below switches escnn to its exact SciPy SVD path (``randomized_svd = None``, what escnn does without scikit-learn)
-while the models are built.
+is installed, and scikit-learn >= 1.9 rejects the ``np.matrix`` escnn passes it (escnn#112). The fixture
+``escnn_exact_svd`` (conftest.py) switches escnn to its exact SciPy SVD path (``randomized_svd = None``, what escnn does
+without scikit-learn) while the models are built.
 """
 
 from __future__ import annotations
@@ -37,11 +37,7 @@ from eqmonitor.integrations.escnn import (  # noqa: E402
 TOL = 1e-5  # float32 models: the "excellent" verdict band is 1e-6 .. 1e-4; escnn C4/D4 models measure ~3e-7
 
 
-@pytest.fixture(scope="module", autouse=True)
-def exact_svd():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(escnn.group._numerical, "randomized_svd", None)
-        yield
+pytestmark = pytest.mark.usefixtures("escnn_exact_svd")  # see conftest.py
 
 
 class PlainConv(enn.EquivariantModule):
