@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from eqmonitor.data import load_digits
+from eqmonitor.demos import load_digits
 
 __all__ = ["RandomAffineDigits", "RealisticDigitsDataModule"]
 
@@ -78,7 +78,7 @@ class RandomAffineDigits(Dataset):
 
 class RealisticDigitsDataModule(L.LightningDataModule):
     """Training: :class:`RandomAffineDigits` over the ``n_train`` training digits (same seeded split as
-    :class:`~eqmonitor.lightning_digits.DigitsDataModule`), ``epoch_size`` samples per epoch, shuffled;
+    :class:`~eqmonitor.demos.DigitsDataModule`), ``epoch_size`` samples per epoch, shuffled;
     validation: the remaining plain digits.
 
     Args:

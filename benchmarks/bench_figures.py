@@ -26,7 +26,7 @@ import time
 import torch
 
 import eqmonitor as eqm
-from eqmonitor.data import load_digits
+from eqmonitor.demos import load_digits
 from eqmonitor.plots import nero
 from eqmonitor.plots.figures import FigureCache
 from eqmonitor.plots.payload import layer_data, orbit_data
@@ -42,7 +42,7 @@ def checks(n: int, steps_between: int = 4) -> list:
     x, y = load_digits()
     val_x, val_y, train_x, train_y = x[:64], y[:64], x[64:], y[64:]
     torch.manual_seed(0)
-    model = eqm.models.SmallCNN(pool="avg")
+    model = eqm.demos.SmallCNN(pool="avg")
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     sym = eqm.Symmetry.from_spec(name="rotation", group="so2", input="image", output="invariant")
     grid = sym.group.grid(36)

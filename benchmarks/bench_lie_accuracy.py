@@ -152,8 +152,8 @@ class EscnnSO2(nn.Module):
 
 def models(size: int) -> dict[str, nn.Module]:
     out = {
-        "cnn": seeded(lambda: eqm.models.SmallCNN(size=size)),
-        "cnn-avg": seeded(lambda: eqm.models.SmallCNN(size=size, pool="avg")),
+        "cnn": seeded(lambda: eqm.demos.SmallCNN(size=size)),
+        "cnn-avg": seeded(lambda: eqm.demos.SmallCNN(size=size, pool="avg")),
     }
     try:
         import escnn  # noqa: F401

@@ -51,8 +51,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 import eqmonitor as eqm
 from eqmonitor.audit import default_elements
+from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 from eqmonitor.functional import _chunking
-from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _realistic_data import RealisticDigitsDataModule  # noqa: E402

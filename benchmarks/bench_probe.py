@@ -26,7 +26,7 @@ import time
 import torch
 
 import eqmonitor as eqm
-import eqmonitor.data
+import eqmonitor.demos
 from eqmonitor.functional import _chunking
 
 SWEEP = [32, 64, 128, 256, 512, 1024, 2304]  # chunk sizes for the forward-only limit (c)
@@ -37,8 +37,8 @@ TARGETS = {"a/c": ("<=", 1.2), "b1/a": (">=", 1.8), "b2/a": (">=", 1.0)}
 def setup(device: str, n: int, k: int):
     """Model, samples, symmetry and elements, all on ``device``; deterministic."""
     torch.manual_seed(0)
-    model = eqm.models.SmallCNN().eval().to(device)
-    x = eqmonitor.data.load_digits()[0][:n].to(device)
+    model = eqm.demos.SmallCNN().eval().to(device)
+    x = eqmonitor.demos.load_digits()[0][:n].to(device)
     sym = eqm.Symmetry.from_spec(name="rotation", group="so2", input="image", output="invariant")
     elements = eqm.groups.SO2().grid(k, device=device)
     return model, x, sym, elements

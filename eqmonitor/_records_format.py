@@ -207,7 +207,7 @@ def _restore_nonfinite(record: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------- run.json
 def _eqmonitor_version() -> str:
-    from eqmonitor import __version__
+    from eqmonitor._version import __version__
 
     return __version__
 

@@ -29,15 +29,9 @@ def _default_loss(output: Tensor, labels: Optional[Tensor]) -> Tensor:
 
 
 def default_elements(group: Group, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Elements for an audit: every element of a finite group of order ≤ ``n``; else the plot grid of ``n``
-    elements for one-parameter groups (includes the exact ones); else ``n`` Haar samples from ``generator``.
-    """
-    order = group.order()
-    if order is not None:
-        return group.all_elements() if order <= n else group.sample(n, generator=generator)
-    if group.param_dim == 1:
-        return group.grid(n)
-    return group.sample(n, generator=generator)
+    """``group.default_elements(n, generator)``: the elements an audit probes with by default (see
+    :meth:`Group.default_elements <eqmonitor.groups.Group.default_elements>`)."""
+    return group.default_elements(n, generator)
 
 
 def _with_key(symmetry: Symmetry, output_key: OutputKey) -> Symmetry:
@@ -68,7 +62,7 @@ def audit(
         x: ``[N, ...]`` samples.
         symmetry: what to check.
         labels: ``[N]`` true classes (for the ``confidence`` error).
-        elements: ``[K, p]`` elements; default :func:`default_elements` with ``n_elements`` and ``seed``.
+        elements: ``[K, p]`` elements; default ``group.default_elements`` with ``n_elements`` and ``seed``.
         n_elements: how many elements when ``elements`` is not given.
         seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
         max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
@@ -81,14 +75,14 @@ def audit(
 
     Example:
         >>> import torch, eqmonitor as eqm
-        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4))
         >>> sym = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant")
         >>> eqm.audit(model, torch.randn(8, 1, 28, 28), sym).verdict
         'exact'
     """
     symmetry = _with_key(symmetry, output_key)
     if elements is None:
-        elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
+        elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
     orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, progress=progress)
     report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
     if layers:

@@ -17,10 +17,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from eqmonitor.audit import default_elements
 from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
-from eqmonitor.groups import _as_elements
+from eqmonitor.groups.base import as_elements as _as_elements
 from eqmonitor.results import OrbitErrors
 from eqmonitor.summary import (
     _STATE_REDUCE,
@@ -152,7 +151,7 @@ class EquivarianceError(Metric):
         self.symmetry, self.which, self.reduction, self.max_batch = symmetry, which, reduction, max_batch
         self.keep_samples, self.validate_args = keep_samples or reduction == "p95", validate_args
         if elements is None:
-            elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
+            elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
         # a plain CPU attribute (not a buffer): `.half()` / `.to()` must never alter the elements
         self.elements = _as_elements(elements, symmetry.group, "cpu")
         if self.elements.shape[0] == 0:

@@ -28,44 +28,11 @@ from typing import Any, Optional
 
 import torch
 
+from eqmonitor._verdicts import VERDICT_BANDS, default_tolerance, verdict
 from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
 from eqmonitor.summary import summarize
 
 __all__ = ["VERDICT_BANDS", "WITHIN_FLOOR", "AuditReport", "default_tolerance", "element_verdict", "verdict"]
-
-VERDICT_BANDS: dict[torch.dtype, tuple[float, float, float]] = {
-    torch.float64: (1e-12, 1e-9, 1e-2),
-    torch.float32: (1e-6, 1e-4, 1e-2),
-    torch.float16: (1e-3, 1e-2, 5e-2),
-    torch.bfloat16: (1e-2, 3e-2, 1e-1),
-}
-VERDICTS = ("exact", "excellent", "approximate", "broken")
-
-
-def _bands(dtype: torch.dtype) -> tuple[float, float, float]:
-    return VERDICT_BANDS.get(dtype, VERDICT_BANDS[torch.float32])
-
-
-def verdict(relative_error: float, dtype: torch.dtype = torch.float32) -> str:
-    """The band of a relative error for a model of ``dtype``: ``exact`` | ``excellent`` | ``approximate`` |
-    ``broken`` (``non-finite`` for NaN).
-
-    Example:
-        >>> verdict(3e-7), verdict(3e-7, torch.float64), verdict(0.2)
-        ('exact', 'approximate', 'broken')
-    """
-    if not math.isfinite(relative_error):
-        return "non-finite"
-    for name, bound in zip(VERDICTS, _bands(dtype)):
-        if relative_error < bound:
-            return name
-    return "broken"
-
-
-def default_tolerance(dtype: torch.dtype) -> float:
-    """The largest relative error that still counts as ``excellent`` for ``dtype`` (1e-4 for float32)."""
-    return _bands(dtype)[1]
-
 
 _CAUSES = (
     (("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm"), "normalisation (train-mode batch statistics, or "

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Union
 from torch import Tensor
 
 from eqmonitor import actions as A
-from eqmonitor.functional.distances import CLASSIFICATION_DISTANCES, resolve_distance
+from eqmonitor._distances import CLASSIFICATION_DISTANCES, resolve_distance
 from eqmonitor.groups import Group, group_from_spec
 
 __all__ = ["OutputKey", "Symmetry", "resolve_symmetries"]
@@ -42,8 +42,8 @@ def _action_from_spec(spec: Union[str, A.Action], registry: dict, role: str, kwa
 class Symmetry:
     """What a model should respect: ``h(φ(g, x)) = φ̃(g, h(x))`` for every element ``g`` of ``group``.
 
-    The output action decides the kind: :class:`~eqmonitor.actions.Invariant` (invariant), the input action
-    (equivariant), or another action of the same group (covariant).
+    The output action decides the :attr:`kind`: :class:`~eqmonitor.actions.Invariant` (invariant), the input's own
+    action (equivariant), or another action of the same group (covariant).
 
     Args:
         group: the group, e.g. ``groups.SO2()``.
@@ -92,10 +92,22 @@ class Symmetry:
 
     @property
     def kind(self) -> str:
-        """``"invariant"``, ``"equivariant"`` (same action in and out) or ``"covariant"``."""
+        """What the symmetry asks of the model, from its output action:
+
+        - ``"invariant"``: the output does not move (:class:`~eqmonitor.actions.Invariant`), ``h(g·x) = h(x)``;
+        - ``"equivariant"``: the output moves by the input's own action (the same object, or an action of the same
+          class with the same settings, as ``from_spec(input="image", output="image")`` builds), ``h(g·x) = g·h(x)``;
+        - ``"covariant"``: the output moves by another action of the group, ``h(φ(g, x)) = φ̃(g, h(x))`` with
+          ``φ̃ ≠ φ`` (images in, a vector field or points out).
+
+        Example:
+            >>> import eqmonitor as eqm
+            >>> [eqm.Symmetry.from_spec(group="c4", input="image", output=o).kind for o in ("image", "vector_field")]
+            ['equivariant', 'covariant']
+        """
         if self.output_action.is_identity:
             return "invariant"
-        if self.output_action is self.input_action:
+        if _same_action(self.output_action, self.input_action):
             return "equivariant"
         return "covariant"
 
@@ -186,6 +198,22 @@ class Symmetry:
         phi_out = _action_from_spec(output, _OUTPUTS, "output", output_kwargs or {})
         out = phi if phi_out is None else phi_out
         return cls(group=g, input_action=phi, output_action=out, error=error, name=name, output_key=output_key)
+
+
+def _settings(action: A.Action) -> tuple[type, dict[str, Any]]:
+    """An action's class and public attributes (its settings; ``_``-prefixed caches left out)."""
+    return type(action), {k: v for k, v in vars(action).items() if not k.startswith("_")}
+
+
+def _same_action(a: A.Action, b: A.Action) -> bool:
+    """Whether two actions act alike: the same object, or the same class with equal settings (a setting that
+    cannot be compared to a bool, such as a tensor, counts as different)."""
+    if a is b:
+        return True
+    try:
+        return bool(_settings(a) == _settings(b))
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ output selection

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import eqmonitor as eqm
-from eqmonitor.data import load_digits
+from eqmonitor.demos import load_digits
 
 
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0) -> float:
@@ -47,8 +47,8 @@ def main() -> None:
     train, probe = slice(0, 1500), slice(1500, 1500 + args.n_samples)  # probe on held-out digits
     torch.manual_seed(0)
     models = {
-        "plain CNN": eqm.models.SmallCNN(),
-        "C4 group-averaged CNN": eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4)),
+        "plain CNN": eqm.demos.SmallCNN(),
+        "C4 group-averaged CNN": eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4)),
     }
     symmetries = [
         eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant"),

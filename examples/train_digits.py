@@ -6,7 +6,7 @@ tensorboard --logdir lightning_logs      # equivariance/<name>/... scalars and N
 
 from lightning.pytorch.cli import LightningCLI
 
-from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 
 
 def main(args=None) -> LightningCLI:

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import eqmonitor as eqm
-from eqmonitor.data import load_digits
-from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+from eqmonitor.demos import DigitsClassifier, DigitsDataModule, load_digits
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +24,7 @@ def trained_cnn():
     g = torch.Generator().manual_seed(0)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = eqm.models.SmallCNN()
+        model = eqm.demos.SmallCNN()
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     perm = torch.randperm(len(x), generator=g)
     for i in range(0, len(x), 64):
@@ -40,7 +39,7 @@ def trained_cnn():
 @pytest.fixture
 def c4_averaged():
     torch.manual_seed(0)
-    return eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4)).eval()
+    return eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4)).eval()
 
 
 @pytest.fixture

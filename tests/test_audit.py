@@ -67,7 +67,7 @@ def test_audit_is_seeded_and_leaves_global_rng_alone(c4_averaged, digits):
 def test_assert_equivariant_uses_the_models_dtype(digits):
     x, _ = digits
     torch.manual_seed(0)
-    model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4)).double()
+    model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4)).double()
     sym = eqm.Symmetry.from_spec(name="c4", group="c4")
     errors = eqm.assert_equivariant(model, x[:8].double(), sym)
     assert float(errors.max()) < 1e-9  # float64 tolerance, not float32's
@@ -94,7 +94,7 @@ def test_audit_layer_and_gradient_sections(digits):
 
     x, y = digits
     torch.manual_seed(0)
-    model = eqm.models.C4EquivariantCNN()
+    model = eqm.demos.C4EquivariantCNN()
     model.conv2 = nn.Conv2d(8, 8, 3, padding=1)  # injected bug
     sym = eqm.Symmetry.from_spec(name="c4", group="c4")
     report = eqm.audit(model, x[:8], sym, labels=y[:8], layers=True, gradients=True)
@@ -104,7 +104,7 @@ def test_audit_layer_and_gradient_sections(digits):
     assert "first failing layer: conv2" in text and "<-- first failing" in text and "input gradient error" in text
     assert json.loads(report.to_json())["layers"]["first_failing"] == "conv2"
     assert "first failing layer" in report.to_markdown()
-    good = eqm.audit(eqm.models.C4EquivariantCNN(), x[:8], sym, labels=y[:8], layers=True, gradients=True)
+    good = eqm.audit(eqm.demos.C4EquivariantCNN(), x[:8], sym, labels=y[:8], layers=True, gradients=True)
     assert good.layers["first_failing"] is None and good.gradients["verdict"] in ("exact", "excellent")
 
 

@@ -565,3 +565,34 @@ def test_describe_and_repr(name):
     e = group.identity()
     assert isinstance(group.describe(e[0]), str) and group.describe(e[0])
     assert repr(group).startswith(type(group).__name__.replace("Translation2d", "Translation"))
+
+
+@pytest.mark.parametrize("gid", sorted(GROUPS))
+def test_default_elements_method_and_audit_alias(gid):
+    """``Group.default_elements``: all of a small finite group, the grid of a one-parameter group, else seeded Haar
+    samples; ``eqmonitor.audit.default_elements`` is the same call."""
+    from eqmonitor.audit import default_elements
+
+    group = GROUPS[gid]()
+    got = group.default_elements(8, torch.Generator().manual_seed(0))
+    assert got.shape[1] == group.param_dim and got.dtype == group.dtype
+    order = group.order()
+    if order is not None and order <= 8:
+        assert torch.equal(got, group.all_elements())
+    elif order is None and group.param_dim == 1:
+        assert torch.equal(got, group.grid(8))
+    else:
+        assert got.shape[0] == 8
+    assert torch.equal(got, default_elements(group, 8, torch.Generator().manual_seed(0)))
+
+
+def test_as_elements_checks_and_converts():
+    from eqmonitor.groups.base import as_elements
+
+    assert as_elements([0.5, 1.0], SO2()).dtype == F64
+    assert as_elements(torch.eye(3)[None].expand(2, 3, 3), SO3()).shape == (2, 9)
+    assert as_elements(torch.tensor([[1.0, 0.0]]), Dihedral(4)).dtype == torch.int64
+    with pytest.raises(ValueError, match="non-integer"):
+        as_elements(torch.tensor([[0.5]]), Cyclic(4))
+    with pytest.raises(ValueError, match=r"shape \[K, 2\]"):
+        as_elements(torch.zeros(3, 1, dtype=torch.int64), Dihedral(4))

@@ -28,7 +28,7 @@ class NaNWhere(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.inner = eqm.models.SmallCNN(size=12, width=4)
+        self.inner = eqm.demos.SmallCNN(size=12, width=4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.inner(x)
@@ -37,7 +37,7 @@ class NaNWhere(nn.Module):
 
 def _cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return eqm.models.SmallCNN(size=12, width=4).eval()
+    return eqm.demos.SmallCNN(size=12, width=4).eval()
 
 
 def _data(n: int = 24, seed: int = 1) -> torch.Tensor:
@@ -311,7 +311,7 @@ def test_group_averaged_model_measures_zero_on_c4(c4_averaged, digits):
 
 def test_update_leaves_model_unchanged():
     torch.manual_seed(0)
-    model = eqm.models.SmallCNN(size=12, width=4, batch_norm=True, dropout=0.5).train()
+    model = eqm.demos.SmallCNN(size=12, width=4, batch_norm=True, dropout=0.5).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     metric = EquivarianceError(ROT, n_elements=4)
     metric.update(model, _data(6))

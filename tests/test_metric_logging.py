@@ -34,7 +34,7 @@ class Logged(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = eqm.models.SmallCNN(size=12, width=4)
+        self.net = eqm.demos.SmallCNN(size=12, width=4)
         self.eq = EquivarianceError(ROT, n_elements=6)
         self.eq_all = EquivarianceError(ROT, n_elements=6, keep_samples=True)
         self.reductions = MetricCollection(
@@ -94,7 +94,7 @@ def test_log_and_log_dict_inside_fit_read_back_from_csv(tmp_path):
 
 def test_metric_functional_twin_and_monitor_check_agree():
     torch.manual_seed(0)
-    model, x = eqm.models.SmallCNN(size=12, width=4).eval(), _data(10, 3)
+    model, x = eqm.demos.SmallCNN(size=12, width=4).eval(), _data(10, 3)
     metric = EquivarianceError(ROT, n_elements=8, keep_samples=True)
     metric.update(model, x)
     check = run_check(model, x, None, metric.symmetry, metric.elements)  # what the monitor logs

@@ -35,7 +35,7 @@ class MultiHead(nn.Module):
     def __init__(self, kind: str) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = eqm.models.SmallCNN(size=12, width=4)
+        self.net = eqm.demos.SmallCNN(size=12, width=4)
         self.kind = kind
 
     def forward(self, x: torch.Tensor):
@@ -220,7 +220,7 @@ def test_layerwise_on_a_dict_model_names_its_own_layers():
 
 def test_audit_and_assert_equivariant_take_output_key():
     torch.manual_seed(0)
-    inner = eqm.models.GroupAveraged(eqm.models.SmallCNN(size=12, width=4), eqm.groups.Cyclic(4)).eval()
+    inner = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(size=12, width=4), eqm.groups.Cyclic(4)).eval()
 
     class Wrapped(nn.Module):
         def __init__(self) -> None:

@@ -27,6 +27,27 @@ def test_kinds():
     assert eq.output_action is eq.input_action
 
 
+@pytest.mark.parametrize("action", ["image", "points", "vectors", "set", "vector_field"])
+def test_same_action_in_and_out_is_equivariant(action):
+    """Two equal actions built apart (``output="image"``, not ``"equivariant"``) make an equivariant symmetry."""
+    group = {"points": "so3", "vectors": "so3", "set": "s4"}.get(action, "c4")
+    sym = eqm.Symmetry.from_spec(group=group, input=action, output=action)
+    assert sym.output_action is not sym.input_action and sym.kind == "equivariant"
+
+
+def test_kind_tells_settings_and_callables_apart():
+    """Another setting of the same action class, or another function, is a covariant symmetry."""
+    padded = eqm.Symmetry.from_spec(group="c4", input="image", output="image", output_kwargs={"padding": "circular"})
+    assert padded.kind == "covariant"
+    pts = eqm.Symmetry.from_spec(group="so3", input="points", output="points", output_kwargs={"translate": False})
+    assert pts.kind == "covariant"
+    fn = eqm.actions.Custom(lambda g, x: x.flip(-1))
+    other = eqm.actions.Custom(lambda g, x: x.flip(-1))
+    group = eqm.groups.Cyclic(4)
+    assert eqm.Symmetry(group, fn, fn).kind == "equivariant"
+    assert eqm.Symmetry(group, fn, other).kind == "covariant"
+
+
 def test_spec_kwargs_reach_the_parts():
     sym = eqm.Symmetry.from_spec(
         name="shift", group="translation", input="image", output="keypoints",

@@ -1,4 +1,4 @@
-"""Covariant 2-D vector fields ``[B, ..., 2k, H, W]``: the domain moves *and* the vectors turn.
+"""2-D vector fields ``[B, ..., 2k, H, W]``: the domain moves *and* the vectors turn.
 
 .. math:: (g \\cdot v)(p) = M_g\\, v(M_g^{-1}(p - t_g))
 

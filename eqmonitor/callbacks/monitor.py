@@ -25,7 +25,6 @@ from torch import Tensor
 from typing_extensions import override
 
 from eqmonitor.alerts import Alert, DriftTracker
-from eqmonitor.audit import default_elements
 from eqmonitor.callbacks.figure_log import FigureLog
 from eqmonitor.callbacks.breach import EquivarianceBreachError, EquivarianceConfigError
 from eqmonitor.callbacks.guard import EquivarianceGuard
@@ -255,7 +254,7 @@ class EquivarianceMonitor(Callback):
             )
             for sym in self.symmetries:
                 gen = torch.Generator().manual_seed(self.seed)
-                self._elements[sym.name] = default_elements(sym.group, self.n_elements, gen).to(pl_module.device)
+                self._elements[sym.name] = sym.group.default_elements(self.n_elements, gen).to(pl_module.device)
                 dry_run(pl_module, self.probe.x, self.probe.labels, sym, self._elements[sym.name], self.options)
             if self.plots and trainer.is_global_zero:
                 self._figures.start()

@@ -19,10 +19,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from eqmonitor._verdicts import default_tolerance
 from eqmonitor.functional._isolation import isolated, model_dtype
+from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
+from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
 from eqmonitor.functional.distances import relative
-from eqmonitor.functional.orbit import _orbit_errors_arg_validation, _orbit_errors_tensor_validation
-from eqmonitor.report import default_tolerance
 from eqmonitor.results import GradientErrors
 from eqmonitor.symmetry import Symmetry
 

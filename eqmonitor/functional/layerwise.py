@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from eqmonitor._verdicts import default_tolerance
 from eqmonitor.actions.base import Action
 from eqmonitor.functional._captures import Recorder
 from eqmonitor.functional._features import (
@@ -66,11 +67,12 @@ from eqmonitor.functional._features import (
     token_grid,
 )
 from eqmonitor.functional._isolation import isolated, model_dtype
+from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
+from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
 from eqmonitor.functional.distances import relative
-from eqmonitor.functional.orbit import _exact_hint, _orbit_errors_arg_validation, _orbit_errors_tensor_validation
+from eqmonitor.functional.orbit import _exact_hint
 from eqmonitor.groups import Group
 from eqmonitor.progress import progress_bar
-from eqmonitor.report import default_tolerance
 from eqmonitor.results import LayerErrors
 from eqmonitor.symmetry import Symmetry
 

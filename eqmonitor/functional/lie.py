@@ -69,8 +69,9 @@ from torch import Tensor, nn
 from eqmonitor.actions.fields import VectorField
 from eqmonitor.actions.image import ImageAction
 from eqmonitor.functional._isolation import isolated, model_device
+from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
+from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
 from eqmonitor.functional.distances import EPS
-from eqmonitor.functional.orbit import _orbit_errors_arg_validation, _orbit_errors_tensor_validation
 from eqmonitor.functional.tangents import (
     GENERATORS,
     TANGENTS,

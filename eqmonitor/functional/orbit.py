@@ -16,10 +16,15 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from eqmonitor._distances import max_abs, relative
+from eqmonitor._distances import max_abs_of_scaled as _max_abs
+from eqmonitor._distances import relative_of_scaled as _relative
+from eqmonitor._distances import scaled_pair as _scaled
 from eqmonitor.functional._chunking import resolve_chunk_size
 from eqmonitor.functional._isolation import isolated, model_device, model_dtype
-from eqmonitor.functional.distances import _max_abs, _relative, _scaled, max_abs, relative
-from eqmonitor.groups import _as_elements
+from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
+from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
+from eqmonitor.groups.base import as_elements as _as_elements
 from eqmonitor.progress import progress_bar
 from eqmonitor.results import OrbitErrors
 from eqmonitor.symmetry import Symmetry
@@ -27,53 +32,6 @@ from eqmonitor.symmetry import Symmetry
 __all__ = ["noise_floor", "orbit_errors"]
 
 _F64 = torch.float64
-
-
-def _orbit_errors_arg_validation(model: Callable, symmetry: Symmetry, max_batch: Union[int, str]) -> None:
-    if not callable(model):
-        raise TypeError(f"Expected `model` to be a torch.nn.Module or a callable, but got {type(model).__name__}.")
-    if not isinstance(symmetry, Symmetry):
-        raise TypeError(
-            f"Expected `symmetry` to be an eqmonitor Symmetry, but got {type(symmetry).__name__}; "
-            "build one with `Symmetry(group, input_action, output_action)` or `Symmetry.from_spec(...)`."
-        )
-    if not (max_batch == "auto" or (isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch > 0)):
-        raise ValueError(f"Expected `max_batch` to be 'auto' or a positive integer, but got {max_batch!r}.")
-
-
-def _orbit_errors_tensor_validation(
-    model: Callable,
-    x: Tensor,
-    symmetry: Symmetry,
-    elements: Union[Tensor, Sequence],
-    labels: Optional[Tensor],
-) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Check the inputs and return ``x``, ``elements`` and ``labels`` on the model's device."""
-    if not isinstance(x, Tensor):
-        hint = " (a batch?); pass the input tensor, e.g. `batch[0]`" if isinstance(x, (tuple, list, dict)) else ""
-        raise TypeError(f"Expected `x` to be a tensor [N, ...], but got a {type(x).__name__}{hint}.")
-    if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(f"Expected `x` to hold at least one sample [N, ...], but got shape {tuple(x.shape)}.")
-    dtype = model_dtype(model)
-    if x.is_floating_point() and dtype is not None and x.dtype != dtype:
-        raise TypeError(
-            f"Expected `x` to have the model's dtype {dtype}, but got {x.dtype}; cast it with `x.to({dtype})`."
-        )
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError("Expected `x` to be finite, but it contains NaN or Inf; probe with clean inputs.")
-    device = model_device(model, x.device)
-    elements = _as_elements(elements, symmetry.group, device)
-    if elements.shape[0] == 0:
-        raise ValueError("Expected at least one group element, but got none.")
-    if labels is not None:
-        if not isinstance(labels, Tensor) or labels.shape[:1] != x.shape[:1]:
-            got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(f"Expected `labels` to be a tensor [N] with N = {x.shape[0]}, but got {got}.")
-        labels = labels.to(device)
-    elif symmetry.needs_labels:
-        raise ValueError(f"The `{symmetry.error_name}` error needs `labels`; pass `labels=y`.")
-    symmetry.input_action.check(symmetry.group, x, "input")
-    return x.to(device), elements, labels
 
 
 def _check_output(y: Tensor, symmetry: Symmetry) -> Tensor:
@@ -306,7 +264,7 @@ def orbit_errors(
 
     Example:
         >>> import torch, eqmonitor as eqm
-        >>> model = eqm.models.GroupAveraged(eqm.models.SmallCNN(), eqm.groups.Cyclic(4))
+        >>> model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(), eqm.groups.Cyclic(4))
         >>> sym = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant")
         >>> x = torch.randn(8, 1, 28, 28)
         >>> res = eqm.functional.orbit_errors(model, x, sym, sym.group.all_elements())

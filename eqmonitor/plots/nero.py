@@ -138,7 +138,7 @@ def aggregate(
     Example:
         >>> import torch, eqmonitor as eqm
         >>> sym = eqm.Symmetry.from_spec(name="rotation", group="so2")
-        >>> res = eqm.functional.orbit_errors(eqm.models.SmallCNN(size=12, width=4), torch.randn(4, 1, 12, 12),
+        >>> res = eqm.functional.orbit_errors(eqm.demos.SmallCNN(size=12, width=4), torch.randn(4, 1, 12, 12),
         ...                                   sym, sym.group.grid(8), max_batch=32)
         >>> fig = aggregate(res)
         >>> fig.axes[0].name, len(fig.axes[0].lines[0].get_ydata())  # closed around the circle
@@ -205,7 +205,7 @@ def individual(
     Example:
         >>> import torch, eqmonitor as eqm
         >>> sym = eqm.Symmetry.from_spec(name="c4", group="c4")
-        >>> res = eqm.functional.orbit_errors(eqm.models.SmallCNN(size=12, width=4), torch.randn(4, 1, 12, 12),
+        >>> res = eqm.functional.orbit_errors(eqm.demos.SmallCNN(size=12, width=4), torch.randn(4, 1, 12, 12),
         ...                                   sym, sym.group.all_elements(), max_batch=32)
         >>> fig = individual(res, sample=2)
         >>> len(fig.axes[0].lines[0].get_ydata())  # 4 elements, closed around the circle
@@ -273,7 +273,7 @@ def dimension_reduction(
     Example:
         >>> import torch, eqmonitor as eqm
         >>> sym = eqm.Symmetry.from_spec(name="rotation", group="so2")
-        >>> res = eqm.functional.orbit_errors(eqm.models.SmallCNN(size=12, width=4), torch.randn(6, 1, 12, 12),
+        >>> res = eqm.functional.orbit_errors(eqm.demos.SmallCNN(size=12, width=4), torch.randn(6, 1, 12, 12),
         ...                                   sym, sym.group.grid(8), max_batch=32)
         >>> fig = dimension_reduction(res, color_by="variance", n_outliers=2)
         >>> fig.axes[0].collections[0].get_offsets().shape, len(fig.axes[0].texts)
@@ -345,7 +345,7 @@ def layer_table(layer_results: LayerErrors, *, ax: Any = None) -> Any:
     Example:
         >>> import torch, eqmonitor as eqm
         >>> sym = eqm.Symmetry.from_spec(name="c4", group="c4")
-        >>> lr = eqm.functional.layer_errors(eqm.models.SmallCNN(size=12, width=4), torch.randn(3, 1, 12, 12), sym,
+        >>> lr = eqm.functional.layer_errors(eqm.demos.SmallCNN(size=12, width=4), torch.randn(3, 1, 12, 12), sym,
         ...                                  sym.group.all_elements())
         >>> fig = layer_table(lr)
         >>> fig.axes[0].get_xscale(), [len(bars) for bars in fig.axes[0].containers] == [len(lr.names)] * 2

@@ -8,7 +8,7 @@ def nan_on_rotated(ratio: float = 1.5):
     the mass of their top half (rotations of upright digits): a partly-NaN model."""
     import torch
 
-    from eqmonitor.lightning_digits import DigitsClassifier
+    from eqmonitor.demos import DigitsClassifier
 
     class NaNOnRotated(DigitsClassifier):
         def forward(self, x):

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
     import eqmonitor as eqm
-    from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+    from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 
     out_dir, on_breach = sys.argv[1], sys.argv[2]
     local_val = len(sys.argv) > 3  # rank-local validation sets: rank 1 holds 3 samples
@@ -103,14 +103,14 @@ def test_one_rank_breaches_both_stop_together(tmp_path):
     ]
     # … and equal to one process measuring the union of the shards with the final weights
     import eqmonitor as eqm
-    from eqmonitor.lightning_digits import DigitsClassifier
+    from eqmonitor.demos import DigitsClassifier
     from eqmonitor.symmetry import Symmetry
 
     saved = torch.load(tmp_path / "model.pt")
     model = DigitsClassifier()
     model.load_state_dict(saved["state"])
     model.eval()
-    from eqmonitor.lightning_digits import DigitsDataModule
+    from eqmonitor.demos import DigitsDataModule
 
     dm = DigitsDataModule(n_train=256)
     dm.setup()

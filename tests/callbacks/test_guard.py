@@ -105,7 +105,7 @@ def test_unknown_key_is_an_error_not_a_silent_pass(fit):
 
 
 def test_guard_without_monitor_watches_self_logged_keys(fit):
-    from eqmonitor.lightning_digits import DigitsClassifier
+    from eqmonitor.demos import DigitsClassifier
 
     class Logs(DigitsClassifier):
         def validation_step(self, batch, batch_idx):
@@ -122,7 +122,7 @@ def test_raise_makes_the_process_exit_non_zero(tmp_path):
         f"""
         import lightning as L
         import eqmonitor as eqm
-        from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+        from eqmonitor.demos import DigitsClassifier, DigitsDataModule
         mon = eqm.EquivarianceMonitor({C4_SPEC!r}, n_samples=8, plots=False,
                                       records_dir={str(tmp_path / "eqm")!r})
         guard = eqm.EquivarianceGuard("{KEY}", threshold=1e-3, on_breach="raise", judge_start=True)

@@ -18,7 +18,7 @@ from monitor_specs import C4_SPEC
 
 from eqmonitor.callbacks import EquivarianceGuard, EquivarianceMonitor
 from eqmonitor.callbacks.guard import UnloggedKeyError
-from eqmonitor.lightning_digits import DigitsClassifier
+from eqmonitor.demos import DigitsClassifier
 
 LOGGED = ("tr_step", "tr_epoch", "tr_ep_end", "va", "va_ep_end")
 
@@ -123,7 +123,7 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import eqmonitor as eqm
     from eqmonitor.callbacks.guard import UnloggedKeyError
-    from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+    from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 
     class RankZeroLogs(DigitsClassifier):
         def validation_step(self, batch, batch_idx):

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import eqmonitor as eqm
 from eqmonitor.callbacks import EquivarianceMonitor
-from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 
 KEYS = ("error_mean", "error_max", "error_p95", "nonfinite", "exact_error", "flip_rate")
 
@@ -24,7 +24,7 @@ def monitor(**kw):
 
 
 def test_weights_bit_identical_with_and_without_monitor(fit):
-    """DESIGN §5.1: BatchNorm + Dropout + a shuffled loader; layer-wise and gradient tests on, checks mid-epoch."""
+    """A real set-up: BatchNorm + Dropout + a shuffled loader; layer-wise and gradient tests on, checks mid-epoch."""
     _, plain, _ = fit([])
     trainer, watched, _ = fit(
         [monitor(layerwise=True, gradients=True, every_n_train_steps=3, plots=True, records=True)]
@@ -170,7 +170,7 @@ def test_symmetry_that_does_not_fit_fails_at_fit_start(fit):
 def test_no_validation_data_asks_for_probe_data(fit, tmp_path):
     import lightning as L
 
-    from eqmonitor.data import load_digits
+    from eqmonitor.demos import load_digits
 
     x, y = load_digits()
     train = DataLoader(torch.utils.data.TensorDataset(x[:128], y[:128]), batch_size=32)
@@ -213,8 +213,8 @@ def test_lightning_cli_config_parses():
 
     from lightning.pytorch.cli import LightningCLI
 
-    from eqmonitor.lightning_digits import DigitsClassifier as Model
-    from eqmonitor.lightning_digits import DigitsDataModule as Data
+    from eqmonitor.demos import DigitsClassifier as Model
+    from eqmonitor.demos import DigitsDataModule as Data
 
     config = Path(__file__).parents[2] / "configs" / "digits_monitor.yaml"
     cli = LightningCLI(Model, Data, run=False, args=["--config", str(config), "--trainer.logger", "false"])

@@ -18,7 +18,7 @@ import eqmonitor as eqm
 import eqmonitor.alerts
 from eqmonitor.callbacks import EquivarianceMonitor
 from eqmonitor.callbacks.monitor import EquivarianceDriftWarning
-from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+from eqmonitor.demos import DigitsClassifier, DigitsDataModule
 from eqmonitor.records import read_records
 
 README_SPECS = [C4_SPEC, {"name": "rotation", "group": "so2", "input": "image", "output": "invariant"}]

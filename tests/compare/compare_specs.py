@@ -13,7 +13,7 @@ SYMMETRIES = [{"name": "c4", "group": "c4"}, {"name": "rotation", "group": "so2"
 def fit_run(folder: Path, augment: str, seed: int = 0, probe_seed: int = 0, **monitor_kw):
     """Three epochs on 512 digits, the monitor at its defaults but for the probe size, the records in ``folder``."""
     from eqmonitor.callbacks import EquivarianceMonitor
-    from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+    from eqmonitor.demos.lightning_digits import DigitsClassifier, DigitsDataModule
 
     L.seed_everything(seed, verbose=False)
     options = dict(n_samples=32, n_elements=12, plots=False, seed=probe_seed, records_dir=str(folder), tag=augment)

@@ -77,7 +77,7 @@ def test_runs_are_found_in_tensorboard_wandb_and_parent_folders(two_runs, tmp_pa
     L.seed_everything(0, verbose=False)
     logger = L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="tb")
     from eqmonitor.callbacks import EquivarianceMonitor
-    from eqmonitor.lightning_digits import DigitsClassifier, DigitsDataModule
+    from eqmonitor.demos.lightning_digits import DigitsClassifier, DigitsDataModule
 
     trainer = L.Trainer(
         max_epochs=1,

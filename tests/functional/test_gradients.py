@@ -23,7 +23,7 @@ def data():
 def test_group_averaged_cnn_gradients_respect_c4(data):
     x, y = data
     torch.manual_seed(0)
-    model = eqm.models.GroupAveraged(eqm.models.SmallCNN(size=16), eqm.groups.Cyclic(4))
+    model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(size=16), eqm.groups.Cyclic(4))
     c4 = eqm.Symmetry.from_spec(name="c4", group="c4")
     res = gradient_errors(model, x, c4, c4.group.all_elements(), ce, y)
     assert res.input.shape == (6, 4)
@@ -35,7 +35,7 @@ def test_group_averaged_cnn_gradients_respect_c4(data):
 def test_plain_cnn_gradients_do_not(data):
     x, y = data
     torch.manual_seed(0)
-    model = eqm.models.SmallCNN(size=16)
+    model = eqm.demos.SmallCNN(size=16)
     c4 = eqm.Symmetry.from_spec(name="c4", group="c4")
     res = gradient_errors(model, x, c4, c4.group.all_elements(), ce, y)
     assert float(res.input[:, 0].max()) == 0.0  # identity element
@@ -48,7 +48,7 @@ def test_plain_cnn_gradients_do_not(data):
 def test_equivariant_output_with_transformed_targets(data):
     x, _ = data
     torch.manual_seed(0)
-    conv = eqm.models.C4SymmetricConv2d(1, 2, 3, padding=1)
+    conv = eqm.demos.C4SymmetricConv2d(1, 2, 3, padding=1)
     sym = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="equivariant")
     target = torch.randn(6, 2, 16, 16)
     res = gradient_errors(conv, x, sym, sym.group.all_elements(), lambda o, t: (o - t).square().sum(), target)
@@ -57,7 +57,7 @@ def test_equivariant_output_with_transformed_targets(data):
 
 def test_grad_untouched_and_inference_mode_refused(data):
     x, y = data
-    model = eqm.models.SmallCNN(size=16)
+    model = eqm.demos.SmallCNN(size=16)
     model(x).sum().backward()
     before = {n: p.grad.clone() for n, p in model.named_parameters()}
     c4 = eqm.Symmetry.from_spec(name="c4", group="c4")

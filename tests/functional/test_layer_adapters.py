@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 import eqmonitor as eqm
 from eqmonitor.actions.base import Action
+from eqmonitor.demos import C4SymmetricConv2d
 from eqmonitor.functional import layerwise
 from eqmonitor.functional.layerwise import FeatureAdapter, TokenGridAction, feature_action, layer_errors, token_grid
-from eqmonitor.models import C4SymmetricConv2d
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def c4_symmetric(conv: nn.Conv2d) -> nn.Conv2d:
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return eqm.models.C4EquivariantCNN().eval()
+    return eqm.demos.C4EquivariantCNN().eval()
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def test_layers_inside_a_batch_stacking_wrapper_are_not_measured(c4):
     # GroupAveraged runs its inner model on the |G| copies of each sample stacked into one batch: those layers have
     # no per-sample features to compare (their batch is |G|·N), so they are reported as not measured, not a crash
     torch.manual_seed(0)
-    model = eqm.models.GroupAveraged(eqm.models.SmallCNN(size=12, width=4), eqm.groups.Cyclic(4)).eval()
+    model = eqm.demos.GroupAveraged(eqm.demos.SmallCNN(size=12, width=4), eqm.groups.Cyclic(4)).eval()
     res = layer_errors(model, torch.randn(3, 1, 12, 12), c4, c4.group.all_elements())
     assert res.names[0] == "model.features.0" and res.cumulative.shape == (len(res.names), 3, 4)
     assert res.cumulative.isnan().all() and res.isolated.isnan().all() and res.first_failing is None

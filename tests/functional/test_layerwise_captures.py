@@ -74,7 +74,7 @@ class Noise(nn.Module):
 
 def test_a_layer_working_in_place_on_its_input_is_measured_on_its_input(c4):
     torch.manual_seed(0)
-    model = eqm.models.C4EquivariantCNN().eval()
+    model = eqm.demos.C4EquivariantCNN().eval()
     model.act1 = nn.Sequential(nn.ReLU(), DoubleInPlace())
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     res = layer_errors(model, x, c4, c4.group.all_elements())
@@ -83,7 +83,7 @@ def test_a_layer_working_in_place_on_its_input_is_measured_on_its_input(c4):
 
 def test_identity_self_check_reports_an_unreproducible_capture_without_a_number(c4):
     torch.manual_seed(0)
-    model = eqm.models.C4EquivariantCNN().eval()
+    model = eqm.demos.C4EquivariantCNN().eval()
     model.act2 = nn.Sequential(nn.ReLU(), Noise())
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     res = layer_errors(model, x, c4, c4.group.all_elements())
@@ -111,7 +111,7 @@ def parametrized_c4_cnn(broken: bool = False) -> nn.Module:
     """C4EquivariantCNN with ``weight_norm`` (conv2), ``register_parametrization`` (conv3), ``orthogonal`` (an
     8×8 Linear after the flatten) and ``spectral_norm`` (the head); ``broken``: conv2 a plain weight-normed conv."""
     torch.manual_seed(0)
-    model = eqm.models.C4EquivariantCNN()
+    model = eqm.demos.C4EquivariantCNN()
     model.conv2 = parametrizations.weight_norm(nn.Conv2d(8, 8, 3, padding=1) if broken else model.conv2)
     model.conv3 = nn.Conv2d(8, 8, 3, padding=1)
     parametrize.register_parametrization(model.conv3, "weight", QuarterTurnAverage())
@@ -149,7 +149,7 @@ def test_audit_of_a_parametrized_model(c4, digits):
 def test_monitor_with_layerwise_on_a_parametrized_model_in_a_real_fit(fit):
     """At the monitor's defaults: the parametrized head and first convolution are logged under their own names."""
     from eqmonitor.callbacks import EquivarianceMonitor
-    from eqmonitor.lightning_digits import DigitsClassifier
+    from eqmonitor.demos.lightning_digits import DigitsClassifier
 
     model = DigitsClassifier(batch_norm=True, dropout=0.2)
     parametrizations.weight_norm(model.net.head)
@@ -168,7 +168,7 @@ def test_monitor_dry_run_runs_the_layer_wise_test(fit, monkeypatch):
     """A layer-wise test that cannot run fails at fit start with the dry run's message, not at the first check."""
     import eqmonitor.check as check
     from eqmonitor.callbacks import EquivarianceMonitor
-    from eqmonitor.lightning_digits import DigitsClassifier
+    from eqmonitor.demos.lightning_digits import DigitsClassifier
 
     calls = []
 

@@ -14,7 +14,7 @@ from torch import nn
 import eqmonitor as eqm
 from eqmonitor.functional._features import TOO_SMALL, ReshapedAction
 from eqmonitor.functional.layerwise import layer_errors
-from eqmonitor.models import C4SymmetricConv2d
+from eqmonitor.demos.models import C4SymmetricConv2d
 
 PRECISION = 1e-5
 
@@ -120,7 +120,7 @@ def test_pooled_flat_features_stay_measured(c4):
     invariant because their origin is: every layer is measured."""
     torch.manual_seed(0)
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    res = layer_errors(eqm.models.C4EquivariantCNN().eval(), x, c4, c4.group.all_elements())
+    res = layer_errors(eqm.demos.C4EquivariantCNN().eval(), x, c4, c4.group.all_elements())
     assert res.not_measured == {} and res.first_failing is None
 
 

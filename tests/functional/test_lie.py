@@ -114,8 +114,8 @@ def test_rotation_turns_plus_x_towards_plus_y():
 # ------------------------------------------------------------------------------------------------ (2) + (3) values
 def test_invariant_model_is_near_zero_and_plain_cnn_is_not(x, rotation):
     smooth = lie_derivative(seeded(SmoothRadial), x, rotation)
-    rings = lie_derivative(seeded(lambda: eqm.models.RadialProfile(size=SIZE).double()), x, rotation)
-    cnn = lie_derivative(seeded(lambda: eqm.models.SmallCNN(size=SIZE).double()), x, rotation)
+    rings = lie_derivative(seeded(lambda: eqm.demos.RadialProfile(size=SIZE).double()), x, rotation)
+    cnn = lie_derivative(seeded(lambda: eqm.demos.SmallCNN(size=SIZE).double()), x, rotation)
     assert smooth.generator == "rotation" and smooth.total.shape == (4,) and smooth.derivative.shape == (4, 4)
     assert float(smooth.total.max()) < 1e-5  # measured 6.8e-8 – 1.7e-6 (2.4e-4 – 7.5e-4 with tangent="central")
     assert float(rings.total.max()) < 2e-2  # hard rings cut pixels: measured 5.0e-3 – 1.0e-2
@@ -125,7 +125,7 @@ def test_invariant_model_is_near_zero_and_plain_cnn_is_not(x, rotation):
 
 @pytest.mark.parametrize(
     "factory",
-    [lambda: eqm.models.RadialProfile(size=SIZE).double(), lambda: eqm.models.SmallCNN(size=SIZE).double()],
+    [lambda: eqm.demos.RadialProfile(size=SIZE).double(), lambda: eqm.demos.SmallCNN(size=SIZE).double()],
     ids=["radial-profile", "plain-cnn"],
 )
 def test_jvp_agrees_with_finite_differences_of_the_action(x, rotation, factory):
@@ -281,7 +281,7 @@ def test_clear_errors(x, rotation):
         lie_derivative(model, x, rotation, layers=["0", "nope"])
     with pytest.raises(ValueError, match="model's output is not the output of the last layer"):
         lie_derivative(model, x, rotation, layers=["0", "1"])
-    cnn = eqm.models.SmallCNN(size=SIZE).double()  # `.flatten(1)` between `pool` and `dropout`
+    cnn = eqm.demos.SmallCNN(size=SIZE).double()  # `.flatten(1)` between `pool` and `dropout`
     with pytest.raises(ValueError, match="The input of layer 'dropout'"):
         lie_derivative(cnn, x, rotation, layers=["features", "pool", "dropout", "head"])
     with pytest.raises(ValueError, match="inside"):

@@ -71,7 +71,7 @@ def vector_error(res, truth: torch.Tensor) -> float:
 def plain_cnn() -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return eqm.models.SmallCNN(size=SIZE, width=8).double().eval()
+        return eqm.demos.SmallCNN(size=SIZE, width=8).double().eval()
 
 
 def escnn_so2() -> nn.Module:

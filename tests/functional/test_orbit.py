@@ -40,7 +40,7 @@ def test_c4_group_averaged_cnn_is_invariant_at_float_precision(c4_averaged, digi
 
 def test_deepsets_is_permutation_invariant():
     torch.manual_seed(0)
-    model = eqm.models.DeepSets(in_features=3, out_features=4)
+    model = eqm.demos.DeepSets(in_features=3, out_features=4)
     sym = eqm.Symmetry.from_spec(name="perm", group="s7", input="set", output="invariant")
     x = torch.randn(16, 7, 3)
     res = orbit_errors(model, x, sym, sym.group.sample(20, generator=torch.Generator().manual_seed(1)))

@@ -34,7 +34,7 @@ from eqmonitor.integrations.escnn import (  # noqa: E402
     symmetry_for_escnn,
 )
 
-TOL = 1e-5  # float32 models: the DESIGN's "excellent" band is 1e-6 .. 1e-4; escnn C4/D4 models measure ~3e-7
+TOL = 1e-5  # float32 models: the "excellent" verdict band is 1e-6 .. 1e-4; escnn C4/D4 models measure ~3e-7
 
 
 pytestmark = pytest.mark.usefixtures("escnn_exact_svd")  # see conftest.py

@@ -16,7 +16,7 @@ from escnn import gspaces  # noqa: E402
 from escnn import nn as enn  # noqa: E402
 
 import eqmonitor as eqm  # noqa: E402
-from eqmonitor.data import load_digits  # noqa: E402
+from eqmonitor.demos import load_digits  # noqa: E402
 
 WIDTHS = (6, 12, 12, 16, 16, 12)  # escnn's example: 24, 48, 48, 96, 96, 64 regular fields
 

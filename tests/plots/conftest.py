@@ -17,7 +17,7 @@ def _probe(spec: str, seed: int = 0, labels: bool = True, n: int = 6, bright: tu
     grids = {"so2": lambda gr: gr.grid(12), "translation": lambda gr: gr.grid(5), "scale": lambda gr: gr.grid(5)}
     elements = grids.get(spec, lambda gr: gr.all_elements())(sym.group)
     torch.manual_seed(seed)
-    cnn = eqm.models.SmallCNN(size=12, width=4).eval()
+    cnn = eqm.demos.SmallCNN(size=12, width=4).eval()
 
     def model(inp: torch.Tensor) -> torch.Tensor:
         out = cnn(inp)
@@ -48,7 +48,7 @@ def layers():
     def get(seed: int = 0, broken: str = "conv2") -> eqm.LayerErrors:
         if (seed, broken) not in memo:
             torch.manual_seed(seed)
-            model = eqm.models.C4EquivariantCNN(width=4).eval()
+            model = eqm.demos.C4EquivariantCNN(width=4).eval()
             setattr(model, broken, torch.nn.Conv2d(4, 4, 3, padding=1))
             sym = eqm.Symmetry.from_spec(name="sym-c4", group="c4")
             x = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(seed))

@@ -21,7 +21,7 @@ F = eqm.functional.orbit_errors
 
 def _cnn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return eqm.models.SmallCNN(size=12, width=4).eval()
+    return eqm.demos.SmallCNN(size=12, width=4).eval()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_finite_groups_points_per_element(images):
     sets = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(3))
     sym = eqm.Symmetry.from_spec(name="perm", group="s5", input="set", output="invariant")
     torch.manual_seed(0)
-    res = F(eqm.models.DeepSets(), sets, sym, sym.group.testing_elements())
+    res = F(eqm.demos.DeepSets(), sets, sym, sym.group.testing_elements())
     ax = aggregate(res, spread="std").axes[0]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), _np(res.per_element()), rtol=1e-12)
 
@@ -128,7 +128,7 @@ def test_so3_grid_one_curve_per_axis_else_index_line():
     points = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(4))
     sym = eqm.Symmetry.from_spec(name="points", group="so3", input="points", output="invariant")
     torch.manual_seed(0)
-    model = eqm.models.DeepSets()
+    model = eqm.demos.DeepSets()
     res = F(model, points, sym, sym.group.grid(8))
     ax = aggregate(res).axes[0]
     assert len(ax.lines) == 3
@@ -252,7 +252,7 @@ def test_nonfinite_samples_are_excluded_and_never_crash(images):
 # ==================================================================================================== layers
 def test_layer_table_bars_are_the_per_layer_means_and_the_culprit_is_highlighted():
     torch.manual_seed(0)
-    model = eqm.models.C4EquivariantCNN(width=4).eval()
+    model = eqm.demos.C4EquivariantCNN(width=4).eval()
     model.conv2 = nn.Conv2d(4, 4, 3, padding=1)  # the injected bug
     sym = eqm.Symmetry.from_spec(name="c4", group="c4")
     x = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(1))
@@ -314,7 +314,7 @@ def test_pyplot_is_never_imported():
         assert "matplotlib" not in sys.modules, "importing eqmonitor.plots imported matplotlib"
         sym = eqm.Symmetry.from_spec(name="c4", group="c4")
         x, y = torch.randn(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
-        model = eqm.models.SmallCNN(size=12, width=4)
+        model = eqm.demos.SmallCNN(size=12, width=4)
         res = eqm.functional.orbit_errors(model, x, sym, sym.group.all_elements(), labels=y)
         lr = eqm.functional.layer_errors(model, x, sym, sym.group.all_elements())
         figs = [plots.aggregate([res, res]), plots.individual(res, 0), plots.dimension_reduction(res),
