@@ -59,6 +59,7 @@ class CheckOptions:
     loss_fn: Callable[[Tensor, Optional[Tensor]], Tensor] = LOSSES["cross_entropy"]
     layer_samples: int = 16
     max_batch: Union[int, str] = "auto"
+    chunking: str = "mixed"
 
 
 @dataclass
@@ -174,7 +175,9 @@ def run_check(
     Every process must call it with the same number of samples (the gathers are collectives). Gradient tests need
     autograd: the caller skips them under ``torch.inference_mode``.
     """
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=options.max_batch)
+    orbit = orbit_errors(
+        model, x, symmetry, elements, labels=labels, max_batch=options.max_batch, chunking=options.chunking
+    )
     orbit = gather_orbit(orbit, gather)
     result = CheckResult(symmetry.name, summarize(orbit), orbit)
     if not (options.layerwise or options.gradients):
@@ -202,7 +205,7 @@ def dry_run(
     """One tiny probe (2 samples × 2 elements), so that a symmetry that does not fit the model fails before training,
     with what to change, instead of at the first check."""
     try:
-        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
+        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4, chunking=options.chunking)
         if options.gradients:
             if labels is None and options.loss_fn is LOSSES["cross_entropy"]:
                 raise ValueError(

@@ -16,6 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from eqmonitor.audit import default_elements
+from eqmonitor.functional._chunking import check_chunking
 from eqmonitor.functional._metric_stats import _STATS, _orbit_stats_compute, _orbit_stats_default, _orbit_stats_update
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups import _as_elements
@@ -57,7 +58,7 @@ class EquivarianceError(Metric):
         n_elements: how many elements when ``elements`` is not given.
         seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
         which: the table to accumulate: ``"errors"`` (the symmetry's distance), ``"rel_errors"`` or ``"abs_errors"``.
-        max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
+        max_batch, chunking: see :func:`~eqmonitor.functional.orbit_errors`.
         keep_samples: also keep every per-sample row ``[N, K]`` (a ``"cat"`` state: memory grows with the data).
         validate_args: check arguments here and tensors on every update.
         output_key: which part of the model's output to compare (a key, an index or a callable; see
@@ -66,7 +67,7 @@ class EquivarianceError(Metric):
 
     Raises:
         TypeError: ``symmetry`` is neither a Symmetry nor a dict.
-        ValueError: a bad ``which``, ``n_elements``, ``max_batch`` or empty ``elements``.
+        ValueError: a bad ``which``, ``n_elements``, ``max_batch``, ``chunking`` or empty ``elements``.
 
     Example:
         >>> import torch
@@ -111,6 +112,7 @@ class EquivarianceError(Metric):
         keep_samples: bool = False,
         validate_args: bool = True,
         output_key: OutputKey = None,
+        chunking: str = "mixed",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,8 +120,9 @@ class EquivarianceError(Metric):
             symmetry = Symmetry.from_spec(**symmetry)
         if validate_args:
             self._validate(symmetry, n_elements, which, max_batch, keep_samples)
+            check_chunking(chunking)
         symmetry = symmetry.with_output_key(output_key)
-        self.symmetry, self.which, self.max_batch = symmetry, which, max_batch
+        self.symmetry, self.which, self.max_batch, self.chunking = symmetry, which, max_batch, chunking
         self.keep_samples, self.validate_args = keep_samples, validate_args
         if elements is None:
             elements = default_elements(symmetry.group, n_elements, torch.Generator().manual_seed(seed))
@@ -199,7 +202,7 @@ class EquivarianceError(Metric):
             raise TypeError(f"Expected `update(model, x[, labels])` or `update(errors)`, but got no `x` for a "
                             f"{type(model).__name__}.")  # fmt: skip
         return orbit_errors(model, x, self.symmetry, self.elements, labels=labels, max_batch=self.max_batch,
-                            validate_args=self.validate_args)  # fmt: skip
+                            chunking=self.chunking, validate_args=self.validate_args)  # fmt: skip
 
     def _check_result(self, res: OrbitErrors) -> None:
         if repr(res.group) != repr(self.symmetry.group):
