@@ -49,6 +49,7 @@ def audit(
     n_elements: int = 32,
     seed: int = 0,
     max_batch: Union[int, str] = "auto",
+    chunking: str = "mixed",
     layers: Union[bool, Sequence[str]] = False,
     gradients: bool = False,
     loss_fn: Optional[Callable] = None,
@@ -65,7 +66,8 @@ def audit(
         elements: ``[K, p]`` elements; default ``group.default_elements`` with ``n_elements`` and ``seed``.
         n_elements: how many elements when ``elements`` is not given.
         seed: seed of the dedicated generator for sampled elements (the global RNG is not touched).
-        max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
+        max_batch, chunking: see :func:`~eqmonitor.functional.orbit_errors` (``chunking="per_sample"`` or
+            ``"per_element"`` for a model whose output for one sample depends on the rest of its batch).
         layers: add the layer-wise section (``True``: leaf modules; or a list of module names).
         gradients: add the gradient section, with ``loss_fn(output, labels)`` (default: cross-entropy with
             ``labels`` when given, else the squared output).
@@ -83,7 +85,8 @@ def audit(
     symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, progress=progress)
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, chunking=chunking,
+                         progress=progress)  # fmt: skip
     report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
     if layers:
         names = None if layers is True else list(layers)
@@ -118,13 +121,14 @@ def assert_equivariant(
     labels: Optional[Tensor] = None,
     max_batch: Union[int, str] = "auto",
     output_key: OutputKey = None,
+    chunking: str = "mixed",
 ) -> OrbitErrors:
     """Assert that ``model`` respects ``symmetry`` on ``x``; return the errors.
 
     The relative error of every (sample, element) pair must be below ``tolerance``, by default the top of the
     ``excellent`` band for the **model's** dtype (1e-4 for float32, 1e-9 for float64). Elements default to the
     group's ``testing_elements()`` (for image rotations, the exact quarter turns). ``output_key`` selects the
-    compared part of the model's output, as in :func:`audit`.
+    compared part of the model's output, and ``chunking`` which pairs may share a forward, as in :func:`audit`.
 
     Raises:
         AssertionError: with the worst element, its error and the per-element table.
@@ -133,7 +137,7 @@ def assert_equivariant(
     symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = symmetry.group.testing_elements()
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch)
+    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, chunking=chunking)
     tol = default_tolerance(model_dtype(model) or x.dtype) if tolerance is None else tolerance
     worst = orbit.max("rel_errors")
     if orbit.n_nonfinite or not bool(worst <= tol):

@@ -75,6 +75,7 @@ class CheckOptions:
     layer_samples: int = 16
     max_batch: Union[int, str] = "auto"
     keep_probs: bool = False  # keep the class probabilities of every pair (the records' detail view)
+    chunking: str = "mixed"
 
 
 @dataclass
@@ -177,7 +178,14 @@ def run_check(
     autograd: the caller skips them under ``torch.inference_mode``.
     """
     orbit = orbit_errors(
-        model, x, symmetry, elements, labels=labels, max_batch=options.max_batch, keep_probs=options.keep_probs
+        model,
+        x,
+        symmetry,
+        elements,
+        labels=labels,
+        max_batch=options.max_batch,
+        keep_probs=options.keep_probs,
+        chunking=options.chunking,
     )
     orbit = gather_orbit(orbit, gather)
     result = CheckResult(symmetry.name, summarize_orbit(orbit), orbit)
@@ -206,7 +214,7 @@ def dry_run(
     """One tiny probe (2 samples × 2 elements), so that a symmetry that does not fit the model fails before training,
     with what to change, instead of at the first check."""
     try:
-        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
+        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4, chunking=options.chunking)
         if options.layerwise:
             layer_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
         if options.gradients:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from eqmonitor.functional._chunking import check_chunking
 from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups.base import as_elements as _as_elements
@@ -74,7 +75,7 @@ class EquivarianceError(Metric):
         which: the table to accumulate: ``"errors"`` (the symmetry's distance), ``"rel_errors"`` or ``"abs_errors"``.
         reduction: what ``compute()`` returns: ``"mean"``, ``"max"`` or ``"p95"``. ``None`` (deprecated) returns the
             dict of earlier releases.
-        max_batch: see :func:`~eqmonitor.functional.orbit_errors`.
+        max_batch, chunking: see :func:`~eqmonitor.functional.orbit_errors`.
         keep_samples: also keep every per-pair value ``[N, K]`` (a ``"cat"`` state: memory grows with the data),
             which ``error_p95`` needs; on by itself for ``reduction="p95"``.
         validate_args: check arguments here and tensors on every update.
@@ -84,7 +85,7 @@ class EquivarianceError(Metric):
 
     Raises:
         TypeError: ``symmetry`` is neither a Symmetry nor a dict.
-        ValueError: a bad ``which``, ``reduction``, ``n_elements``, ``max_batch`` or empty ``elements``.
+        ValueError: a bad ``which``, ``reduction``, ``n_elements``, ``max_batch``, ``chunking`` or empty ``elements``.
 
     Example:
         >>> import torch
@@ -132,6 +133,7 @@ class EquivarianceError(Metric):
         keep_samples: bool = False,
         validate_args: bool = True,
         output_key: OutputKey = None,
+        chunking: str = "mixed",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -139,6 +141,7 @@ class EquivarianceError(Metric):
             symmetry = Symmetry.from_spec(**symmetry)
         if validate_args:
             self._validate(symmetry, n_elements, which, reduction, max_batch, keep_samples)
+            check_chunking(chunking)
         if reduction is None:
             warnings.warn(
                 "`EquivarianceError(reduction=None)` (compute() returning a dict) is deprecated and will be removed "
@@ -149,6 +152,7 @@ class EquivarianceError(Metric):
             )
         symmetry = symmetry.with_output_key(output_key)
         self.symmetry, self.which, self.reduction, self.max_batch = symmetry, which, reduction, max_batch
+        self.chunking = chunking
         self.keep_samples, self.validate_args = keep_samples or reduction == "p95", validate_args
         if elements is None:
             elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
@@ -272,7 +276,7 @@ class EquivarianceError(Metric):
             raise TypeError(f"Expected `update(model, x[, labels])` or `update(errors)`, but got no `x` for a "
                             f"{type(model).__name__}.")  # fmt: skip
         return orbit_errors(model, x, self.symmetry, self.elements, labels=labels, max_batch=self.max_batch,
-                            validate_args=self.validate_args)  # fmt: skip
+                            chunking=self.chunking, validate_args=self.validate_args)  # fmt: skip
 
     def _check_result(self, res: OrbitErrors) -> None:
         if repr(res.group) != repr(self.symmetry.group):

@@ -261,9 +261,15 @@ class GradientErrors:
     """Gradient errors over ``K`` elements.
 
     Attributes:
-        input: ``[N, K]`` relative error of each sample's input gradient at ``g·x`` against ``g`` of it at ``x``.
-        params: ``{parameter name: [K]}`` relative error of the loss gradient at ``g·x`` against that at ``x``.
+        input: ``[N, K]`` error of each sample's input gradient at ``g·x`` against ``g`` of it at ``x``, divided by
+            the probe's RMS input-gradient norm at that element (``input_abs / input_scale``; see
+            :func:`~eqmonitor.functional.gradient_errors`): float rounding when the gradients respect the symmetry,
+            √2 when they are unrelated.
+        params: ``{parameter name: [K]}`` error of the loss gradient at ``g·x`` against that at ``x``, over the RMS
+            of their two norms (at most 2).
         elements, exact: the elements and which are exact; ``tolerance``: the broken threshold.
+        input_abs: ``[N, K]`` the raw ``‖∇_z ℓ(g·x_n) − g·∇_x ℓ(x_n)‖``; ``input_scale``: ``[K]`` the probe's RMS
+            gradient norm at each element (``None`` in results built before they existed).
     """
 
     input: Tensor
@@ -273,6 +279,8 @@ class GradientErrors:
     tolerance: float
     symmetry: str
     dtype: torch.dtype
+    input_abs: Optional[Tensor] = None
+    input_scale: Optional[Tensor] = None
 
     def per_layer(self) -> dict:
         """``{module name: [K]}``: the worst parameter error of each module (names up to the last dot)."""

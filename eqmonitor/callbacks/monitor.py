@@ -33,6 +33,7 @@ from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
 from eqmonitor.check import LOSSES, CheckOptions, CheckResult, dry_run, run_check, single_process
+from eqmonitor.functional._chunking import check_chunking
 from eqmonitor.sinks import log_scalars, send_alert
 from eqmonitor.symmetry import Symmetry, resolve_symmetries
 
@@ -88,6 +89,8 @@ class EquivarianceMonitor(Callback):
         plots: log NERO images.
         plots_every_n_checks: draw the figures of every n-th check only (a check a guard acts on always gets them).
         max_batch: ``"auto"`` or the largest (sample × element) batch per forward.
+        chunking: which pairs may share a forward (see :func:`~eqmonitor.functional.orbit_errors`):
+            ``"per_sample"`` or ``"per_element"`` for a model whose output for one sample depends on its batch.
         drift_factor, drift_patience, drift_min, alert_wait: regression alerts (``factor``, ``patience``,
             ``min_value``, ``wait_duration`` of :class:`~eqmonitor.alerts.DriftTracker`).
         drift_warmup: training epochs before drift references are taken (at initialisation a network's error says
@@ -146,6 +149,7 @@ class EquivarianceMonitor(Callback):
         records_dir: Optional[str] = None,
         max_overhead: Optional[float] = None,
         tag: Optional[str] = None,
+        chunking: str = "mixed",
     ) -> None:
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries, output_key)
@@ -168,7 +172,10 @@ class EquivarianceMonitor(Callback):
         self.n_samples, self.n_elements, self.seed = n_samples, n_elements, seed
         self.probe_data, self.input_key, self.label_key = probe_data, input_key, label_key
         self.loss_fn = LOSSES[loss_fn] if isinstance(loss_fn, str) else loss_fn
-        self.options = CheckOptions(layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records)
+        check_chunking(chunking)
+        self.options = CheckOptions(
+            layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records, chunking=chunking
+        )
         if tag is not None and (not isinstance(tag, str) or not tag):
             raise TypeError(f"`tag` must be a non-empty string or None, got {tag!r}.")
         self.tag = tag

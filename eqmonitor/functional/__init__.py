@@ -1,5 +1,6 @@
 """Pure, batched measuring functions (no logging, no global RNG, no change to the model)."""
 
+from eqmonitor.functional._coupling import BatchCouplingWarning
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
 from eqmonitor.functional.equivariance import equivariance_error
 from eqmonitor.functional.gradients import gradient_errors
@@ -14,6 +15,7 @@ from eqmonitor.functional.lie import LieDerivative, image_tangent, lie_derivativ
 from eqmonitor.functional.orbit import noise_floor, orbit_errors
 
 __all__ = [
+    "BatchCouplingWarning",
     "DISTANCES",
     "FeatureAdapter",
     "LieDerivative",

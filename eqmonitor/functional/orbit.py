@@ -6,7 +6,9 @@ For samples ``x_n`` and elements ``g_k``:
 
 ``h(x)`` is computed once per sample (not once per element); all ``K·N`` pairs go through the model in chunks of
 the fastest size for that model and device; transforms are batched tensor ops; comparisons are done in float64; the
-model is left exactly as found (see ``_isolation``).
+model is left exactly as found (see ``_isolation``). A chunk mixes samples and elements unless ``chunking`` says
+otherwise; a model whose output for one sample depends on the rest of its batch is detected on the first chunk and
+warned about (see ``_coupling``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from eqmonitor._distances import max_abs, relative
 from eqmonitor._distances import max_abs_of_scaled as _max_abs
 from eqmonitor._distances import relative_of_scaled as _relative
 from eqmonitor._distances import scaled_pair as _scaled
-from eqmonitor.functional._chunking import resolve_chunk_size
+from eqmonitor.functional._chunking import check_chunking, pair_ranges, resolve_chunk_size, sample_block
+from eqmonitor.functional._coupling import warn_if_coupled
 from eqmonitor.functional._isolation import isolated, model_device, model_dtype
 from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
 from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
@@ -50,6 +53,14 @@ def _check_output(y: Tensor, symmetry: Symmetry) -> Tensor:
             f"{tuple(y.shape)}; use a regression error such as 'relative'."
         )
     return y
+
+
+def _forward_rows(model: Callable, x: Tensor, symmetry: Symmetry, alone: bool) -> Tensor:
+    """The selected output of ``model`` on the batch ``x``, or on each of its rows alone (``chunking="per_sample"``:
+    the transforms and comparisons stay batched, only the model sees one input at a time)."""
+    if not alone or x.shape[0] == 1:
+        return symmetry.select_output(model(x))
+    return torch.cat([symmetry.select_output(model(x[i : i + 1])) for i in range(x.shape[0])])
 
 
 def _forward_chunks(model: Callable, x: Tensor, chunk: int, symmetry: Symmetry) -> Tensor:
@@ -101,11 +112,14 @@ def _orbit_errors_update(
     floor_samples: int,
     bar: Any = None,
     keep_probs: bool = False,
+    chunking: str = "mixed",
 ) -> dict:
     """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`.
 
     Each action is planned once for the ``K`` elements (grids, gather indices); exact elements are processed first so
     that a chunk mixes exact and interpolated elements at most once, and each chunk knows its path without a sync.
+    The forwards are cut by :func:`~eqmonitor.functional._chunking.pair_ranges`; with ``"mixed"`` the first one is
+    also tested for batch coupling.
     """
     group, phi, phi_out = symmetry.group, symmetry.input_action, symmetry.output_action
     n, k = x.shape[0], elements.shape[0]
@@ -123,8 +137,11 @@ def _orbit_errors_update(
         return phi.apply(group, plan_in, ks, x0.index_select(0, rows), hint), ks, rows
 
     key = ("orbit", tuple(x.shape[1:]), x.dtype, x.device.type, x.device.index, repr(group), repr(phi))
-    chunk = resolve_chunk_size(model, max_batch, key, lambda size: model(step_input(0, size)[0]), n * k, x.device)
-    y0 = _forward_chunks(model, x0, chunk, symmetry)
+    if chunking == "per_sample":  # no tuning: the model sees one input at a time; `chunk` batches the rest
+        chunk = min(256 if max_batch == "auto" else int(max_batch), n * k)
+    else:
+        chunk = resolve_chunk_size(model, max_batch, key, lambda size: model(step_input(0, size)[0]), n * k, x.device)
+    y0 = _forward_chunks(model, x0, sample_block(chunk, n, chunking), symmetry)
     y0d = phi_out.prepare(group, y0.to(_F64))
     classifier = phi_out.is_identity and y0.ndim == 2 and y0.shape[1] >= 2
     with_conf = classifier and labels is not None
@@ -139,12 +156,15 @@ def _orbit_errors_update(
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     top1 = torch.empty(total, dtype=torch.long, device=x.device) if classifier else None
     probs = torch.empty(total, y0.shape[1], dtype=torch.float32, device=x.device) if classifier and keep_probs else None
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
+    for start, stop in pair_ranges(n, k, chunk, chunking):
         if bar is not None:
             bar.update(stop - start)
         xt, ks, rows = step_input(start, stop)
-        actual = phi_out.prepare(group, symmetry.select_output(model(xt)).to(_F64))
+        out = _forward_rows(model, xt, symmetry, alone=chunking == "per_sample")
+        if start == 0 and chunking == "mixed":
+            forward = lambda t: symmetry.select_output(model(t))  # noqa: E731
+            warn_if_coupled(model, key, chunk, forward, xt, out, model_dtype(model) or x.dtype)
+        actual = phi_out.prepare(group, out.to(_F64))
         if actual.shape[1:] != y0.shape[1:]:
             raise RuntimeError(
                 f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
@@ -229,6 +249,7 @@ def orbit_errors(
     *,
     labels: Optional[Tensor] = None,
     max_batch: Union[int, str] = "auto",
+    chunking: str = "mixed",
     floor_samples: int = 8,
     validate_args: bool = True,
     progress: bool = False,
@@ -245,6 +266,14 @@ def orbit_errors(
         labels: ``[N]`` true classes, needed for the ``confidence`` error and NERO confidence curves.
         max_batch: ``"auto"`` (fastest chunk size, tuned once per model and input shape) or the largest number of
             (sample × element) pairs per forward, which bounds memory.
+        chunking: which pairs may share a forward. ``"mixed"`` (default, fastest): any samples and elements; the
+            first probe of a model also runs a few of its pairs again in other batches and warns with a
+            :class:`~eqmonitor.functional.BatchCouplingWarning` if their outputs move (a model coupled across its
+            batch). ``"per_element"``: blocks of ``max_batch`` samples (all ``N`` at most), the same blocks as the
+            reference ``h(x)``, moved by one element per forward, i.e. ``h(g·X)`` against ``g·h(X)`` for a batch
+            ``X``, as e3nn's and escnn's checks measure; set ``max_batch`` to the batch size the model is used with.
+            ``"per_sample"``: each (sample, element) pair alone (``N·(K + 1)`` forwards of one input), so no forward
+            mixes samples.
         floor_samples: how many samples the noise floor is measured on.
         validate_args: check arguments and tensors (switch off in a hot loop once they are known to be good).
         progress: show a progress bar once the probe has run for a couple of seconds (audits do; the training
@@ -258,9 +287,13 @@ def orbit_errors(
     Raises:
         TypeError: ``x`` is not a tensor, the model's output is not one and no ``output_key`` selects one, or
             ``x``'s dtype is not the model's.
-        ValueError: empty ``x``, non-finite ``x``, malformed elements or labels, or an ``output_key`` the output
-            does not have (an index out of range, a missing key).
+        ValueError: empty ``x``, non-finite ``x``, malformed elements or labels, an unknown ``chunking``, or an
+            ``output_key`` the output does not have (an index out of range, a missing key).
         RuntimeError: an action cannot act on the input or output (the message says which and why).
+
+    Warns:
+        BatchCouplingWarning: with ``chunking="mixed"``, the model's outputs for the same inputs changed when they
+            were run in other batches (once per model and input signature).
 
     Example:
         >>> import torch, eqmonitor as eqm
@@ -273,6 +306,7 @@ def orbit_errors(
     """
     if validate_args:
         _orbit_errors_arg_validation(model, symmetry, max_batch)
+        check_chunking(chunking)
         x, elements, labels = _orbit_errors_tensor_validation(model, x, symmetry, elements, labels)
     else:
         device = model_device(model, x.device)
@@ -280,5 +314,7 @@ def orbit_errors(
         labels = labels.to(device) if labels is not None else None
     total = x.shape[0] * elements.shape[0]
     with isolated(model), progress_bar(total, f"eqmonitor: {symmetry.name} orbit", progress) as bar:
-        state = _orbit_errors_update(model, x, symmetry, elements, labels, max_batch, floor_samples, bar, keep_probs)
+        state = _orbit_errors_update(
+            model, x, symmetry, elements, labels, max_batch, floor_samples, bar, keep_probs, chunking
+        )
     return _orbit_errors_compute(state, elements, symmetry, model_dtype(model) or x.dtype)
