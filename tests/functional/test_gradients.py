@@ -94,7 +94,7 @@ def manual(model, x, y, k):
 def test_gradient_errors_equal_manual_autograd_in_their_raw_parts(data):
     x, y = data
     torch.manual_seed(0)
-    model = eqm.models.SmallCNN(size=16).double()
+    model = eqm.demos.SmallCNN(size=16).double()
     x = x.double()
     c4 = eqm.Symmetry.from_spec(name="c4", group="c4")
     res = gradient_errors(model, x, c4, c4.group.all_elements(), ce, y)
@@ -120,7 +120,7 @@ def test_confident_samples_no_longer_explode(trained_cnn, digits):
     out = {}
     for name, model in (
         ("plain", Confident(trained_cnn, 3.0)),
-        ("averaged", Confident(eqm.models.GroupAveraged(trained_cnn, eqm.groups.Cyclic(4)), 3.0)),
+        ("averaged", Confident(eqm.demos.GroupAveraged(trained_cnn, eqm.groups.Cyclic(4)), 3.0)),
     ):
         with torch.no_grad():
             y = model(x).argmax(1)  # right and sure: the cross-entropy's input gradients are tiny
