@@ -25,8 +25,8 @@ from eqmonitor import Symmetry, actions  # noqa: E402
 from eqmonitor.functional import orbit_errors  # noqa: E402
 from eqmonitor.groups import O3, SO2, SO3, Translation  # noqa: E402
 from eqmonitor.integrations import e3nn as eqm_e3nn  # noqa: E402
-from eqmonitor.integrations.e3nn import _common as e3nn_common  # noqa: E402
 from eqmonitor.integrations.e3nn import IrrepsAction, symmetry_for_e3nn, symmetry_from_irreps  # noqa: E402
+from eqmonitor.integrations.e3nn import _common as e3nn_common  # noqa: E402
 
 F64 = torch.float64
 IRREPS_IN = o3.Irreps("2x0e + 1x1o + 1x2e")

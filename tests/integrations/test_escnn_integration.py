@@ -25,7 +25,6 @@ from eqmonitor.functional import layer_errors, orbit_errors  # noqa: E402
 from eqmonitor.functional._isolation import isolated  # noqa: E402
 from eqmonitor.groups import SO2, Cyclic, Dihedral, Flip, Translation2d  # noqa: E402
 from eqmonitor.integrations import escnn as eqm_escnn  # noqa: E402
-from eqmonitor.integrations.escnn import _common as escnn_common  # noqa: E402
 from eqmonitor.integrations.escnn import (  # noqa: E402
     EscnnTensorModel,
     FieldTypeAction,
@@ -34,6 +33,7 @@ from eqmonitor.integrations.escnn import (  # noqa: E402
     group_for_gspace,
     symmetry_for_escnn,
 )
+from eqmonitor.integrations.escnn import _common as escnn_common  # noqa: E402
 
 TOL = 1e-5  # float32 models: the DESIGN's "excellent" band is 1e-6 .. 1e-4; escnn C4/D4 models measure ~3e-7
 
