@@ -20,6 +20,11 @@ _SNAP_TOL = 1e-12  # ρ entries this close to an integer are that integer (0, ±
 _CACHE_MAX = 4096  # ρ matrices kept per action (finite groups need |G|; continuous probes reuse a fixed set)
 
 
+def _available() -> bool:
+    """Whether escnn can be imported (read at call time, so that tests can switch it off)."""
+    return _ESCNN_AVAILABLE
+
+
 def _escnn_nn() -> Any:
     """``escnn.nn``, imported on first use; a clear ``ModuleNotFoundError`` if escnn is missing."""
     if not _ESCNN_AVAILABLE:

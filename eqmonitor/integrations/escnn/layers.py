@@ -7,8 +7,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor, nn
 
 from eqmonitor.functional.layerwise import FeatureAdapter
-from eqmonitor.integrations.escnn import _common
-from eqmonitor.integrations.escnn._common import _escnn_nn, _is_escnn_module, _is_geometric_tensor
+from eqmonitor.integrations.escnn._common import _available, _escnn_nn, _is_escnn_module, _is_geometric_tensor
 from eqmonitor.integrations.escnn.action import FieldTypeAction
 from eqmonitor.integrations.escnn.model import EscnnTensorModel
 from eqmonitor.symmetry import Symmetry
@@ -60,7 +59,7 @@ def feature_adapter_for_escnn(module: nn.Module, symmetry: Symmetry) -> Optional
         >>> feature_adapter_for_escnn(relu, symmetry_for_escnn(relu)).output_action
         FieldTypeAction(C4_on_R2[(None, 4)], size=4)
     """
-    if not _common._ESCNN_AVAILABLE or isinstance(module, EscnnTensorModel) or not _is_escnn_module(module):
+    if not _available() or isinstance(module, EscnnTensorModel) or not _is_escnn_module(module):
         return None
     if any(_is_escnn_module(child) for child in module.children()):
         return None
