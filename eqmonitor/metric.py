@@ -36,8 +36,8 @@ __all__ = ["EquivarianceError"]
 
 _MATPLOTLIB_AVAILABLE = importlib.util.find_spec("matplotlib") is not None  # only `plot` needs it
 
-if not _MATPLOTLIB_AVAILABLE:  # pragma: no cover
-    __doctest_skip__ = ["EquivarianceError.plot"]
+#: the ``plot`` example needs matplotlib (honoured by the project's conftest, as by pytest-doctestplus)
+__doctest_requires__ = {("EquivarianceError.plot",): ["matplotlib"]}
 
 _WHICH = ("errors", "abs_errors", "rel_errors")
 _PER_ELEMENT = ("mean", "max", "std")

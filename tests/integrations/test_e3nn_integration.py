@@ -25,7 +25,8 @@ from eqmonitor import Symmetry, actions  # noqa: E402
 from eqmonitor.functional import orbit_errors  # noqa: E402
 from eqmonitor.groups import O3, SO2, SO3, Translation  # noqa: E402
 from eqmonitor.integrations import e3nn as eqm_e3nn  # noqa: E402
-from eqmonitor.integrations.e3nn import IrrepsAction, symmetry_for_module, symmetry_from_irreps  # noqa: E402
+from eqmonitor.integrations.e3nn import IrrepsAction, symmetry_for_e3nn, symmetry_from_irreps  # noqa: E402
+from eqmonitor.integrations.e3nn import _common as e3nn_common  # noqa: E402
 
 F64 = torch.float64
 IRREPS_IN = o3.Irreps("2x0e + 1x1o + 1x2e")
@@ -133,7 +134,7 @@ def test_per_element_errors_match_e3nn(kind, group_name, f64_default, monkeypatc
     """For each of e3nn's own elements, eqmonitor's max-abs error (max over samples) equals e3nn's."""
     model, x = _model(kind), _x()
     do_parity = group_name == "o3"
-    sym = symmetry_for_module(model, group=group_name, error="max_abs")
+    sym = symmetry_for_e3nn(model, group=group_name, error="max_abs")
     assert sym.kind == "covariant" and isinstance(sym.input_action, IrrepsAction)
 
     e3nn_errors, elements = [], []
@@ -167,7 +168,7 @@ def test_trial_maxima_match_e3nn(kind, f64_default):
     model, x, ntrials = _model(kind), _x(), 6
     errs, _ = _e3nn_error(model, x, seed=7, ntrials=ntrials, do_parity=True)
     elements, parities = _replicate_e3nn_draw(7, ntrials, do_parity=True)
-    res = orbit_errors(model, x, symmetry_for_module(model, group="o3"), elements)
+    res = orbit_errors(model, x, symmetry_for_e3nn(model, group="o3"), elements)
     per_element = res.errors.max(0).values
     parities = torch.tensor(parities)
     for k in (0, 1):
@@ -183,7 +184,7 @@ def test_broken_model_flagged_on_eqmonitor_samples(f64_default):
     model, x = _model("broken"), _x()
     group = O3()
     elements = group.sample(12, torch.Generator().manual_seed(3))
-    res = orbit_errors(model, x, symmetry_for_module(model, group=group), elements)
+    res = orbit_errors(model, x, symmetry_for_e3nn(model, group=group), elements)
     with torch.no_grad():
         theirs = torch.stack(
             [
@@ -202,7 +203,7 @@ def test_float32_model_under_float32_default():
     model = o3.Linear(IRREPS_IN, IRREPS_OUT)
     x = torch.randn(8, IRREPS_IN.dim)
     elements = O3().sample(6, torch.Generator().manual_seed(0))
-    res = orbit_errors(model, x, symmetry_for_module(model, group="o3"), elements)
+    res = orbit_errors(model, x, symmetry_for_e3nn(model, group="o3"), elements)
     assert res.errors.max() < 1e-5
 
 
@@ -267,7 +268,7 @@ def test_cartesian_points_and_translation(f64_default):
 
     model = CentredSH()
     pos = torch.randn(4, 6, 3, dtype=F64)
-    sym = symmetry_for_module(model, group="o3")
+    sym = symmetry_for_e3nn(model, group="o3")
     assert isinstance(sym.input_action, actions.Points)
     seed, ntrials = 11, 3
     errs, _ = _e3nn_error(model, pos, seed, ntrials, True, irreps_in="cartesian_points", irreps_out=sh_irreps)
@@ -276,7 +277,7 @@ def test_cartesian_points_and_translation(f64_default):
     for k in (0, 1):
         assert abs(per_element[torch.tensor(parities) == k].max().item() - float(errs[(k, False)][0])) < AGREE_TOL
     assert per_element.max() < 1e-10
-    shifts = symmetry_for_module(model, group="translation3d")
+    shifts = symmetry_for_e3nn(model, group="translation3d")
     assert orbit_errors(model, pos, shifts, Translation(3, integer=False).sample(5)).errors.max() < 1e-10
     no_centre = lambda p: o3.spherical_harmonics(sh_irreps, p, normalize=False)  # noqa: E731
     assert orbit_errors(no_centre, pos, shifts, torch.ones(3, 3, dtype=F64)).errors.max() > 1e-2
@@ -304,11 +305,11 @@ def test_wrong_last_dimension_is_a_clear_error():
         IrrepsAction("1x1q")
 
 
-def test_symmetry_for_module_reads_irreps():
-    sym = symmetry_for_module(o3.Linear("1x1o + 1x0e", "1x1o + 1x0e"), group="o3", name="lin")
+def test_symmetry_for_e3nn_reads_irreps():
+    sym = symmetry_for_e3nn(o3.Linear("1x1o + 1x0e", "1x1o + 1x0e"), group="o3", name="lin")
     assert sym.kind == "equivariant" and sym.name == "lin" and sym.error_name == "max_abs"
     assert isinstance(sym.group, O3)
-    inv = symmetry_for_module(o3.Norm("2x1o"))
+    inv = symmetry_for_e3nn(o3.Norm("2x1o"))
     assert inv.kind == "invariant"
     pts = symmetry_from_irreps("cartesian_points", "cartesian_points", group="so3")
     assert pts.kind == "equivariant" and isinstance(pts.input_action, actions.Points)
@@ -318,19 +319,19 @@ def test_symmetry_for_module_reads_irreps():
 def test_several_inputs_or_outputs_not_implemented():
     tp = o3.FullyConnectedTensorProduct("1x1o", "1x1o", "1x0e")
     with pytest.raises(NotImplementedError, match="single-input"):
-        symmetry_for_module(tp)
+        symmetry_for_e3nn(tp)
 
     class TwoOutputs(nn.Module):
         irreps_in, irreps_out = "1x1o", ["1x1o", "1x0e"]
 
     with pytest.raises(NotImplementedError, match="several outputs"):
-        symmetry_for_module(TwoOutputs())
+        symmetry_for_e3nn(TwoOutputs())
     with pytest.raises(ValueError, match="no `irreps_in` or `irreps_out`"):
-        symmetry_for_module(nn.Linear(3, 3))
+        symmetry_for_e3nn(nn.Linear(3, 3))
 
 
 def test_missing_e3nn_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(eqm_e3nn, "_E3NN_AVAILABLE", False)
+    monkeypatch.setattr(e3nn_common, "_E3NN_AVAILABLE", False)
     with pytest.raises(ModuleNotFoundError, match=r"pip install eqmonitor\[e3nn\]"):
         IrrepsAction("1x1o")
     with pytest.raises(ModuleNotFoundError, match=r"pip install eqmonitor\[e3nn\]"):
@@ -445,10 +446,21 @@ def test_layer_errors_names_the_non_equivariant_layer_in_an_e3nn_network(e3_laye
 
 def test_feature_adapter_reads_irreps():
     sym = symmetry_from_irreps("1x1o", "1x1o", group="o3")
-    adapter = eqm_e3nn.feature_adapter(o3.Linear("1x0e + 1x1o", "1x1o"), sym)
+    adapter = eqm_e3nn.feature_adapter_for_e3nn(o3.Linear("1x0e + 1x1o", "1x1o"), sym)
     assert isinstance(adapter.input_action, IrrepsAction) and adapter.output_action.irreps == o3.Irreps("1x1o")
-    tp = eqm_e3nn.feature_adapter(o3.FullyConnectedTensorProduct("1x1o", "1x1o", "1x0e"), sym)
+    tp = eqm_e3nn.feature_adapter_for_e3nn(o3.FullyConnectedTensorProduct("1x1o", "1x1o", "1x0e"), sym)
     assert tp.input_action is None and isinstance(tp.output_action, actions.Invariant)
-    assert eqm_e3nn.feature_adapter(nn.Linear(3, 3), sym) is None
+    assert eqm_e3nn.feature_adapter_for_e3nn(nn.Linear(3, 3), sym) is None
     planar = Symmetry.from_spec(name="c4", group="c4")  # irreps are O(3) representations: not for planar groups
-    assert eqm_e3nn.feature_adapter(o3.Linear("1x1o", "1x1o"), planar) is None
+    assert eqm_e3nn.feature_adapter_for_e3nn(o3.Linear("1x1o", "1x1o"), planar) is None
+
+
+def test_old_names_warn_and_still_work():
+    module = o3.Linear("1x0e + 1x1o", "1x1o")
+    sym = symmetry_for_e3nn(module, group="o3")
+    with pytest.warns(DeprecationWarning, match="symmetry_for_e3nn"):
+        old = eqm_e3nn.symmetry_for_module(module, group="o3")
+    assert repr(old) == repr(sym)
+    with pytest.warns(DeprecationWarning, match="feature_adapter_for_e3nn"):
+        adapter = eqm_e3nn.feature_adapter(module, sym)
+    assert adapter.output_action.irreps == o3.Irreps("1x1o")

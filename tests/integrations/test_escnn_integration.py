@@ -29,10 +29,11 @@ from eqmonitor.integrations.escnn import (  # noqa: E402
     EscnnTensorModel,
     FieldTypeAction,
     escnn_elements,
-    feature_adapter,
+    feature_adapter_for_escnn,
     group_for_gspace,
     symmetry_for_escnn,
 )
+from eqmonitor.integrations.escnn import _common as escnn_common  # noqa: E402
 
 TOL = 1e-5  # float32 models: the "excellent" verdict band is 1e-6 .. 1e-4; escnn C4/D4 models measure ~3e-7
 
@@ -305,11 +306,33 @@ def test_check_equivariance_of_escnn_agrees(c4_features, capsys):
 
 
 # ============================================================================================ eval-mode filters
+def _state(module: nn.Module) -> tuple:
+    """Everything a check could change: each module's flag, buffer objects and values, parameter values."""
+    mods = list(module.modules())
+    return (
+        [m.training for m in mods],
+        [{k: (id(b), b.clone()) for k, b in m._buffers.items() if b is not None} for m in mods],
+        [sorted(k for k, b in m._buffers.items() if b is None) for m in mods],
+        [p.detach().clone() for p in module.parameters()],
+    )
+
+
+def _same_state(a: tuple, b: tuple) -> bool:
+    flags, buffers, nones, params = a
+    if flags != b[0] or nones != b[2] or len(params) != len(b[3]):
+        return False
+    for x, y in zip(buffers, b[1]):
+        if x.keys() != y.keys() or any(x[k][0] != y[k][0] or not torch.equal(x[k][1], y[k][1]) for k in x):
+            return False
+    return all(torch.equal(p, q) for p, q in zip(params, b[3]))
+
+
 @pytest.mark.parametrize("state", ["fresh", "after_train", "eval"])
 def test_probe_uses_current_filters_and_leaves_model_untouched(c4, x, state):
-    """escnn convolutions cache their filter in ``.eval()`` and drop it in ``.train()``; eqmonitor's probes flip the
-    ``training`` flags without calling ``.eval()``. The wrapper's hooks make that call use the current weights (a
-    fresh module's cache is all zero, a trained one's is missing), and leave buffers and flags as they were."""
+    """escnn convolutions cache their filter in ``train(False)`` and drop it in ``train(True)``. The isolation context
+    calls their own ``train`` (a fresh module's placeholder filter is all zero, a trained one's is missing), so a
+    probe measures the current weights; flags, buffers (the same objects, bit-identical) and weights are left as they
+    were, and no hook is added to the model."""
     net = _feature_net(c4)  # fresh: train mode, all-zero placeholder filters
     if state == "after_train":
         net.eval()
@@ -319,23 +342,37 @@ def test_probe_uses_current_filters_and_leaves_model_untouched(c4, x, state):
     gx = enn.GeometricTensor(x, net.in_type)
     with torch.no_grad():
         reference = _feature_net(c4)(gx).tensor  # the same weights (seeded) in train mode: filters from the weights
-        if state != "eval":  # without the hooks, a probe's flag flip breaks the model: the guard is needed
-            with isolated(net):
-                if state == "fresh":
-                    assert not torch.allclose(net(gx).tensor, reference, atol=1e-3)
-                else:
-                    with pytest.raises(AttributeError, match="filter"):
-                        net(gx)
     model = EscnnTensorModel(net)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    flags = [m.training for m in net.modules()]
+    before = _state(net)
+    with torch.no_grad(), isolated(model):
+        assert not any(m.training for m in net.modules())
+        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-6)
+    assert _same_state(_state(net), before)
     res = orbit_errors(model, x, symmetry_for_escnn(net), Cyclic(4).all_elements())
     assert float(res.rel_errors.max()) <= TOL
-    with torch.no_grad(), isolated(model):
-        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-6)
-    after = net.state_dict()
-    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
-    assert [m.training for m in net.modules()] == flags
+    assert _same_state(_state(net), before)
+    with isolated(model, train=True):  # train mode: the cache is dropped inside, put back after
+        assert all(m.training for m in net.modules())
+        assert "filter" not in net._modules["0"]._buffers
+    assert _same_state(_state(net), before)
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in net.modules())
+
+
+def test_measured_numbers_equal_escnns_own_eval_mode(c4, x):
+    """The probe of a model in train mode gives bit for bit the numbers of the same model put in eval mode by
+    escnn's own ``.eval()`` (the filter eqmonitor's isolation builds is escnn's)."""
+    net = _feature_net(c4)
+    sym = symmetry_for_escnn(net)
+    els = Cyclic(4).all_elements()
+    in_train = orbit_errors(EscnnTensorModel(net), x, sym, els).rel_errors
+    net.eval()
+    in_eval = orbit_errors(EscnnTensorModel(net), x, sym, els).rel_errors
+    assert torch.equal(in_train, in_eval)
+    layers_eval = layer_errors(EscnnTensorModel(net), x, sym, els)
+    net.train()
+    layers_train = layer_errors(EscnnTensorModel(net), x, sym, els)
+    assert torch.equal(layers_train.cumulative, layers_eval.cumulative)
+    assert torch.equal(layers_train.isolated.nan_to_num(-1), layers_eval.isolated.nan_to_num(-1))
 
 
 class UserModel(nn.Module):
@@ -349,21 +386,18 @@ class UserModel(nn.Module):
         return self.net(enn.GeometricTensor(x, self.net.in_type)).tensor
 
 
-def test_symmetry_guards_a_users_own_model_in_train_mode(c4, x):
-    """Monitoring during training: the model is in train mode (filters dropped); ``symmetry_for_escnn`` adds the
-    hooks, so the probe of a model that is not an EscnnTensorModel works and measures the current weights."""
+def test_a_users_own_model_in_train_mode(c4, x):
+    """Monitoring during training: the model is in train mode (filters dropped) and is not an EscnnTensorModel; the
+    probe works, measures the current weights and adds nothing to the model."""
     net = _feature_net(c4)
     net.eval()
     net.train()
     model = UserModel(net)
-    with torch.no_grad(), isolated(model), pytest.raises(AttributeError, match="filter"):
-        model(x)
     res = orbit_errors(model, x, symmetry_for_escnn(net), Cyclic(4).all_elements())
     assert float(res.rel_errors.max()) <= TOL
     assert all(m.training for m in model.modules())
-    hooks = sum(len(m._forward_pre_hooks) for m in net.modules())
-    symmetry_for_escnn(net), EscnnTensorModel(net)
-    assert sum(len(m._forward_pre_hooks) for m in net.modules()) == hooks == 2  # once per convolution
+    assert "filter" not in net._modules["0"]._buffers
+    assert sum(len(m._forward_pre_hooks) for m in net.modules()) == 0
 
 
 # ============================================================================================ layer-wise
@@ -388,15 +422,19 @@ def test_layer_errors_names_the_plain_conv(c4_broken, x):
 def test_feature_adapter(c4, c4_net):
     sym = symmetry_for_escnn(c4_net)
     conv = c4_net._modules["0"]
-    adapter = feature_adapter(conv, sym)
+    adapter = feature_adapter_for_escnn(conv, sym)
     assert adapter.input_action.field_type == conv.in_type and adapter.output_action.field_type == conv.out_type
     t = torch.randn(2, 1, 5, 5)
     assert adapter.unwrap(adapter.wrap(t)) is t
-    assert feature_adapter(c4_net, sym) is None  # a container of escnn layers
-    assert feature_adapter(EscnnTensorModel(c4_net), sym) is None
-    assert feature_adapter(nn.ReLU(), sym) is None
+    assert adapter.input_action.image.mask is None  # a layer's input is never masked in the isolated test
+    assert feature_adapter_for_escnn(c4_net, sym) is None  # a container of escnn layers
+    assert feature_adapter_for_escnn(EscnnTensorModel(c4_net), sym) is None
+    assert feature_adapter_for_escnn(nn.ReLU(), sym) is None
     shift = eqm.Symmetry(group=Translation2d(), input_action=FieldTypeAction(c4_net.in_type))
-    assert feature_adapter(conv, shift) is None  # translations: the default feature action scales shifts
+    assert feature_adapter_for_escnn(conv, shift) is None  # translations: the default feature action scales shifts
+    with pytest.warns(DeprecationWarning, match="feature_adapter_for_escnn"):
+        old = eqm_escnn.feature_adapter(conv, sym)
+    assert old.output_action is adapter.output_action
 
 
 # ============================================================================================ errors
@@ -412,6 +450,6 @@ def test_clear_errors(c4, c4_net, monkeypatch):
         symmetry_for_escnn(c4_net, output="spin")
     sym = symmetry_for_escnn(c4_net, output="invariant", group=Cyclic(2))
     assert sym.kind == "invariant" and repr(sym.group) == "Cyclic(2)"
-    monkeypatch.setattr(eqm_escnn, "_ESCNN_AVAILABLE", False)
+    monkeypatch.setattr(escnn_common, "_ESCNN_AVAILABLE", False)
     with pytest.raises(ModuleNotFoundError, match="pip install eqmonitor\\[escnn\\]"):
         FieldTypeAction(c4_net.in_type)
