@@ -247,15 +247,22 @@ class FigureWorker:
                           RuntimeWarning, stacklevel=2)  # fmt: skip
         return out
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, wait: bool = True) -> None:
         """Stop the child (waiting at most ``timeout`` seconds for it to exit, then terminating it) and reap it;
-        results not yet handed out are dropped. A later :meth:`submit` starts a fresh child."""
+        results not yet handed out are dropped. A later :meth:`submit` starts a fresh child.
+
+        ``wait=False`` returns at once: the child's stdin is closed now (it exits when it reads the end, its
+        interpreter teardown taking a few hundred ms) and a background thread reaps it.
+        """
         child, self._child = self._child, None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if child is not None:
+        if child is not None and wait:
             child.stop(timeout)
+        elif child is not None:
+            child.outbox.put(None)  # the sender closes the child's stdin: no job after this one reaches it
+            threading.Thread(target=child.stop, args=(timeout,), name="eqmonitor-figures-reap", daemon=True).start()
         with self._lock:
             self._order.clear()
             self._done.clear()

@@ -265,3 +265,15 @@ def test_png_encoding_is_lossless_and_refuses_what_is_not_rgb():
         encode_png(rgb.astype(np.float32))
     with pytest.raises(ValueError, match="RGB uint8"):
         encode_png(rgb[..., 0])
+
+
+def test_close_without_waiting_returns_at_once_and_the_child_is_still_reaped(probe):
+    w = FigureWorker()
+    w.submit(_job(probe))
+    (out,) = w.drain(120)
+    assert out.error is None
+    pid = w.pid
+    started = time.perf_counter()
+    w.close(wait=False)
+    assert time.perf_counter() - started < 0.1  # the child's interpreter teardown is not waited for
+    assert w.pid is None and _ends(pid)  # exits on its own and is reaped, not left a zombie
