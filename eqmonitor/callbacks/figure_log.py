@@ -83,9 +83,11 @@ class FigureLog:
             self._log(self._worker.drain(self.drain_timeout if timeout is None else timeout))
 
     def close(self) -> None:
+        """Log every queued figure, then let the worker process go (it is reaped in the background: its exit is
+        no part of the fit)."""
         self.drain()
         if self._worker is not None:
-            self._worker.close()
+            self._worker.close(wait=False)
             self._worker = None
 
     def _log(self, rendered: list) -> None:

@@ -35,6 +35,8 @@ from eqmonitor.symmetry import Symmetry
 __all__ = ["noise_floor", "orbit_errors"]
 
 _F64 = torch.float64
+_FLOOR_BUDGET = 1 << 22  # tensor elements per round-trip chunk of the noise floor
+_COMPARE_BUDGET = 1 << 22  # buffered output elements per batch of comparisons
 
 
 def _check_output(y: Tensor, symmetry: Symmetry) -> Tensor:
@@ -76,12 +78,15 @@ def _exact_hint(exact: list[bool], k_lo: int, k_hi: int) -> Optional[bool]:
     return True if all(part) else (False if not any(part) else None)
 
 
-def _round_trip(symmetry: Symmetry, action, elements: Tensor, x: Tensor, chunk: int) -> Tensor:
-    """``[K]`` mean over the samples of prepared ``x [M, ...]`` of ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖``."""
+def _round_trip(symmetry: Symmetry, action, elements: Tensor, x: Tensor, chunk: int, there: Any = None) -> Tensor:
+    """``[K]`` mean over the samples of prepared ``x [M, ...]`` of ``‖φ(g⁻¹, φ(g, x)) − x‖ / ‖x‖`` (``there``: the
+    action's plan for ``elements`` on ``x``'s shape, if the caller has it already)."""
     group, k, m = symmetry.group, elements.shape[0], x.shape[0]
-    there = action.plan(group, elements, x.shape, x.dtype)
+    there = action.plan(group, elements, x.shape, x.dtype) if there is None else there
     back = action.plan(group, group.inverse(elements), x.shape, x.dtype)
     exact = action.exact_elements(group, elements, x.shape).tolist()
+    # no model runs here: chunks as large as a fixed memory budget allows (fewer launches), never below the model's
+    chunk = max(chunk, _FLOOR_BUDGET // max(1, x[:1].numel()))
     out = torch.empty(k * m, dtype=_F64, device=x.device)
     for start in range(0, k * m, chunk):
         stop = min(start + chunk, k * m)
@@ -156,20 +161,13 @@ def _orbit_errors_update(
     conf = torch.empty(total, dtype=_F64, device=x.device) if with_conf else None
     top1 = torch.empty(total, dtype=torch.long, device=x.device) if classifier else None
     probs = torch.empty(total, y0.shape[1], dtype=torch.float32, device=x.device) if classifier and keep_probs else None
-    for start, stop in pair_ranges(n, k, chunk, chunking):
-        if bar is not None:
-            bar.update(stop - start)
-        xt, ks, rows = step_input(start, stop)
-        out = _forward_rows(model, xt, symmetry, alone=chunking == "per_sample")
-        if start == 0 and chunking == "mixed":
-            forward = lambda t: symmetry.select_output(model(t))  # noqa: E731
-            warn_if_coupled(model, key, chunk, forward, xt, out, model_dtype(model) or x.dtype)
-        actual = phi_out.prepare(group, out.to(_F64))
-        if actual.shape[1:] != y0.shape[1:]:
-            raise RuntimeError(
-                f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
-                f"{tuple(y0.shape[1:])} per sample; the output must not depend on the element's shape change."
-            )
+    ks_all = order_t.repeat_interleave(n)  # element (caller's order) and sample of each position, exact ones first
+    rows_all = torch.arange(n, device=x.device).repeat(k)
+    dist = symmetry.distance
+
+    def compare(start: int, stop: int, actual: Tensor) -> None:
+        """The pairs ``start:stop`` (their outputs ``actual``), compared with one batch of tensor ops."""
+        ks, rows = ks_all[start:stop], rows_all[start:stop]
         ref = y0d.index_select(0, rows)
         hint = _exact_hint(ex_out, start // n, (stop - 1) // n)
         expected = ref if plan_out is None else phi_out.apply(group, plan_out, ks, ref, hint)
@@ -177,7 +175,6 @@ def _orbit_errors_update(
         pos = ks * n + rows  # position in the element-major table of the caller's element order
         pair = _scaled(actual, expected)  # one scaling for both tables (and the distance, when it is one of them)
         rel_e[pos], abs_e[pos] = rel, ab = _relative(pair), _max_abs(pair)
-        dist = symmetry.distance
         errors[pos] = rel if dist is relative else (ab if dist is max_abs else dist(actual, expected, lab))
         nonfinite[pos] = ~pair.finite  # NaN/Inf in the output or the expected output
         if flips is not None:
@@ -188,6 +185,31 @@ def _orbit_errors_update(
             probs[pos] = actual.softmax(1).float()
         if conf is not None:
             conf[pos] = actual.softmax(1).gather(1, lab.reshape(-1, 1).long())[:, 0]
+
+    # outputs are buffered and compared in batches of up to _COMPARE_BUDGET elements: the comparison is a few dozen
+    # small ops, which cost more in launches than in arithmetic when run once per model chunk
+    per_pair = max(1, y0[:1].numel())
+    span = max(chunk, _COMPARE_BUDGET // per_pair // chunk * chunk)
+    pending: list[Tensor] = []
+    first = 0
+    for start, stop in pair_ranges(n, k, chunk, chunking):
+        if bar is not None:
+            bar.update(stop - start)
+        xt, _, _ = step_input(start, stop)
+        out = _forward_rows(model, xt, symmetry, alone=chunking == "per_sample")
+        if start == 0 and chunking == "mixed":
+            forward = lambda t: symmetry.select_output(model(t))  # noqa: E731
+            warn_if_coupled(model, key, chunk, forward, xt, out, model_dtype(model) or x.dtype)
+        actual = phi_out.prepare(group, out.to(_F64))
+        if actual.shape[1:] != y0.shape[1:]:
+            raise RuntimeError(
+                f"The model's output on transformed inputs has shape {tuple(actual.shape)}, but on the originals "
+                f"{tuple(y0.shape[1:])} per sample; the output must not depend on the element's shape change."
+            )
+        pending.append(actual)
+        if stop - first >= span or stop == total:
+            compare(first, stop, pending[0] if len(pending) == 1 else torch.cat(pending))
+            pending, first = [], stop
 
     m = min(n, floor_samples)
     return {
@@ -200,7 +222,7 @@ def _orbit_errors_update(
         "top1": top1,
         "probs": probs,
         "confidence_ref": y0d.softmax(1).gather(1, labels.reshape(-1, 1).long())[:, 0] if with_conf else None,
-        "input_floor": _round_trip(symmetry, phi, elements, x0[:m], chunk),
+        "input_floor": _round_trip(symmetry, phi, elements, x0[:m], chunk, there=plan_in),
         "output_floor": None if phi_out.is_identity else _round_trip(symmetry, phi_out, elements, y0d[:m], chunk),
         "exact": exact_in & exact_out,
         "shape": (n, k),

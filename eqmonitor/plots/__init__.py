@@ -7,7 +7,7 @@ matplotlib is imported on first use, so ``import eqmonitor.plots`` does not need
 - :mod:`~eqmonitor.plots.figures`: ``FigureCache``, the same figures kept alive and updated in place (several times
   cheaper per check), from the torch-free data of :mod:`~eqmonitor.plots.payload`;
 - :mod:`~eqmonitor.plots.worker`: ``FigureWorker``, which renders them in a child process (``FigureJob`` in,
-  ``RenderedFigures`` of RGB arrays out).
+  ``RenderedFigures`` of PNG-encoded images out, :mod:`~eqmonitor.plots.png`).
 """
 
 from eqmonitor.plots import nero, render

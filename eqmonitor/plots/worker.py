@@ -1,8 +1,9 @@
-"""Figure worker: a check's results go in, RGB images of its NERO figures come out, drawn in another process.
+"""Figure worker: a check's results go in, PNG images of its NERO figures come out, drawn in another process.
 
 matplotlib holds the GIL while it draws, so drawing on a thread of the training process slows training as much as
 drawing inline. :class:`FigureWorker` draws in a child process instead and the training process only converts the
-results to small numpy data (:mod:`eqmonitor.plots.payload`) and pickles them; it logs the images itself when
+results to small numpy data (:mod:`eqmonitor.plots.payload`) and pickles them; the child draws and PNG-encodes
+(:mod:`eqmonitor.plots.png`), and the training process writes the encoded bytes as they are when
 :meth:`FigureWorker.ready` hands them back.
 
 How the child is started, and why:
@@ -35,6 +36,7 @@ from typing import Any, Optional
 from eqmonitor.plots.figures import KINDS, FigureCache
 from eqmonitor.plots.payload import LayerData, OrbitData, layer_data, orbit_data
 from eqmonitor.plots.pipe import _Child
+from eqmonitor.plots.png import encode_png
 
 __all__ = ["FigureJob", "FigureWorker", "RenderedFigures", "render_job"]
 
@@ -61,14 +63,17 @@ class FigureJob:
 
 @dataclass
 class RenderedFigures:
-    """What came back for one job: ``images`` (key → ``[H, W, 3]`` ``uint8``), render ``seconds`` per kind, and the
-    ``error`` text (tracebacks) of the figures that failed, if any; the others are still in ``images``."""
+    """What came back for one job: ``images`` (key → :class:`~eqmonitor.plots.png.EncodedImage`, the PNG of an
+    RGB ``[H, W, 3]`` ``uint8`` figure; ``np.asarray`` decodes it), render ``seconds`` per kind (drawing and
+    rasterising), ``encode_seconds`` per kind (PNG encoding), and the ``error`` text (tracebacks) of the figures that
+    failed, if any; the others are still in ``images``."""
 
     symmetry: str
     step: int
     images: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     error: Optional[str] = None
+    encode_seconds: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,19 @@ def _render(p: _Payload, cache: FigureCache) -> RenderedFigures:
             continue
         started = time.perf_counter()
         try:
-            out.images[f"equivariance/{p.symmetry}/{kind}"] = draw()
+            rgb = draw()
         except Exception:
             errors.append(f"{kind}: {traceback.format_exc()}")
             cache.discard(p.symmetry, kind)  # it may be half-updated
-        out.seconds[kind] = time.perf_counter() - started
+            out.seconds[kind] = time.perf_counter() - started
+            continue
+        drawn = time.perf_counter()
+        out.seconds[kind] = drawn - started
+        try:
+            out.images[f"equivariance/{p.symmetry}/{kind}"] = encode_png(rgb)
+        except Exception:
+            errors.append(f"{kind}: {traceback.format_exc()}")
+        out.encode_seconds[kind] = time.perf_counter() - drawn
     out.error = "\n".join(errors) or None
     return out
 
@@ -234,15 +247,22 @@ class FigureWorker:
                           RuntimeWarning, stacklevel=2)  # fmt: skip
         return out
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, wait: bool = True) -> None:
         """Stop the child (waiting at most ``timeout`` seconds for it to exit, then terminating it) and reap it;
-        results not yet handed out are dropped. A later :meth:`submit` starts a fresh child."""
+        results not yet handed out are dropped. A later :meth:`submit` starts a fresh child.
+
+        ``wait=False`` returns at once: the child's stdin is closed now (it exits when it reads the end, its
+        interpreter teardown taking a few hundred ms) and a background thread reaps it.
+        """
         child, self._child = self._child, None
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if child is not None:
+        if child is not None and wait:
             child.stop(timeout)
+        elif child is not None:
+            child.outbox.put(None)  # the sender closes the child's stdin: no job after this one reaches it
+            threading.Thread(target=child.stop, args=(timeout,), name="eqmonitor-figures-reap", daemon=True).start()
         with self._lock:
             self._order.clear()
             self._done.clear()

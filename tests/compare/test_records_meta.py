@@ -15,7 +15,7 @@ def test_a_run_records_its_probe_metadata_and_per_pair_tables(two_runs):
     root, monitors = two_runs
     mon = monitors["c4"]
     meta, probe = read_meta(root / "c4"), read_probe(root / "c4")
-    assert meta["tag"] == "c4" and meta["model_class"] == "eqmonitor.lightning_digits.DigitsClassifier"
+    assert meta["tag"] == "c4" and meta["model_class"] == "eqmonitor.demos.lightning_digits.DigitsClassifier"
     assert meta["seed"] == 0 and meta["probe_seed"] == 0 and meta["hparams"]["augment"] == "c4"
     assert (
         torch.equal(torch.from_numpy(probe["x"]), mon.probe.x) and probe["labels"].tolist() == mon.probe.labels.tolist()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from eqmonitor.plots.payload import orbit_data
+from eqmonitor.plots.png import EncodedImage, encode_png
 from eqmonitor.plots.worker import FigureJob, FigureWorker, render_job
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process checks read /proc")
@@ -83,9 +84,12 @@ def test_the_worker_renders_what_render_job_renders_in_process(worker, probe, la
     kinds = ["layers", "nero_aggregate", "nero_dr", "nero_individual"]
     assert sorted(out.images) == [f"equivariance/sym-so2/{k}" for k in kinds] == sorted(expected.images)
     for key, img in out.images.items():
-        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[-1] == 3
-        np.testing.assert_array_equal(img, expected.images[key], err_msg=key)
+        assert isinstance(img, EncodedImage) and img.png[:8] == b"\x89PNG\r\n\x1a\n"  # encoded in the child
+        rgb = np.asarray(img)
+        assert rgb.dtype == np.uint8 and rgb.shape == img.shape and rgb.shape[-1] == 3 and min(rgb.shape[:2]) > 100
+        np.testing.assert_array_equal(rgb, np.asarray(expected.images[key]), err_msg=key)
     assert set(out.seconds) == set(kinds) and all(s > 0 for s in out.seconds.values())
+    assert set(out.encode_seconds) == set(kinds) and all(s > 0 for s in out.encode_seconds.values())
     assert worker.child_info == {"pid": worker.pid, "torch": False}  # the child never imports torch
     assert worker.pending == 0
 
@@ -249,3 +253,27 @@ def test_interpreter_exit_and_a_killed_parent_leave_no_process(tmp_path):
         parent.kill()
         parent.wait()
         parent.stdout.close()
+
+
+def test_png_encoding_is_lossless_and_refuses_what_is_not_rgb():
+    rgb = np.random.default_rng(1).integers(0, 256, (31, 47, 3), dtype=np.uint8)
+    img = encode_png(rgb)
+    assert (img.height, img.width, img.shape, img.dtype) == (31, 47, (31, 47, 3), np.uint8)
+    np.testing.assert_array_equal(np.asarray(img), rgb)
+    np.testing.assert_array_equal(img.to_array(), rgb)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        encode_png(rgb.astype(np.float32))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        encode_png(rgb[..., 0])
+
+
+def test_close_without_waiting_returns_at_once_and_the_child_is_still_reaped(probe):
+    w = FigureWorker()
+    w.submit(_job(probe))
+    (out,) = w.drain(120)
+    assert out.error is None
+    pid = w.pid
+    started = time.perf_counter()
+    w.close(wait=False)
+    assert time.perf_counter() - started < 0.1  # the child's interpreter teardown is not waited for
+    assert w.pid is None and _ends(pid)  # exits on its own and is reaped, not left a zombie
