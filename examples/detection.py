@@ -34,7 +34,12 @@ def max_offset(size: int, max_side: int) -> int:
 
 
 def make_detection_images(
-    n: int, size: int = 32, min_side: int = 4, max_side: int = 8, centred: bool = False, noise: float = 0.2,
+    n: int,
+    size: int = 32,
+    min_side: int = 4,
+    max_side: int = 8,
+    centred: bool = False,
+    noise: float = 0.2,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """``n`` images ``[n, 1, size, size]`` with one bright square each on Gaussian noise, and its box ``[n, 4]``.
@@ -73,8 +78,14 @@ class DetectionDataModule(L.LightningDataModule):
     anywhere."""
 
     def __init__(
-        self, n_train: int = 512, n_val: int = 128, size: int = 32, min_side: int = 4, max_side: int = 8,
-        batch_size: int = 32, seed: int = 0,
+        self,
+        n_train: int = 512,
+        n_val: int = 128,
+        size: int = 32,
+        min_side: int = 4,
+        max_side: int = 8,
+        batch_size: int = 32,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -121,7 +132,9 @@ class BoxRegressor(L.LightningModule):
             nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 64), nn.ReLU(), nn.Linear(64, 4))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 64), nn.ReLU(), nn.Linear(64, 4)
+        )
         self.shift = round(jitter * max_offset(size, max_side))
         self.image_action, self.box_action = ImageAction(mask=None), Boxes((size, size))
 

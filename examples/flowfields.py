@@ -90,8 +90,14 @@ class PIVDataModule(L.LightningDataModule):
     """Generated particle-image pairs and their flows: ``n_train`` training and ``n_val`` validation samples."""
 
     def __init__(
-        self, n_train: int = 512, n_val: int = 128, size: int = 24, n_particles: int = 60, max_speed: float = 2.0,
-        batch_size: int = 32, seed: int = 0,
+        self,
+        n_train: int = 512,
+        n_val: int = 128,
+        size: int = 24,
+        n_particles: int = 60,
+        max_speed: float = 2.0,
+        batch_size: int = 32,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -84,7 +84,12 @@ class ShapesDataModule(L.LightningDataModule):
     """Generated shape clouds: ``n_train`` training and ``n_val`` validation samples of ``n_points`` points."""
 
     def __init__(
-        self, n_train: int = 512, n_val: int = 128, n_points: int = 64, noise: float = 0.02, batch_size: int = 32,
+        self,
+        n_train: int = 512,
+        n_val: int = 128,
+        n_points: int = 64,
+        noise: float = 0.02,
+        batch_size: int = 32,
         seed: int = 0,
     ) -> None:
         super().__init__()

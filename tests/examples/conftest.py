@@ -22,8 +22,14 @@ def make_trainer(tmp_path):
 
     def make(callbacks, **kwargs) -> L.Trainer:
         args = dict(
-            accelerator="cpu", devices=1, logger=CSVLogger(str(tmp_path), name="run"), enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, inference_mode=False, log_every_n_steps=1,
+            accelerator="cpu",
+            devices=1,
+            logger=CSVLogger(str(tmp_path), name="run"),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            inference_mode=False,
+            log_every_n_steps=1,
             default_root_dir=str(tmp_path),
         )
         return L.Trainer(callbacks=callbacks, **{**args, **kwargs})

@@ -35,7 +35,10 @@ def test_shapes_are_centred_unit_clouds_of_each_class():
 def test_config_parses_into_the_monitor_and_the_model(arch, tmp_path):
     cli = pointclouds.main(["--config", str(CONFIGS / "pointclouds.yaml"), f"--model.arch={arch}"], run=False)
     (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, eqm.EquivarianceMonitor)]
-    assert [(s.name, repr(s.group)) for s in monitor.symmetries] == [("so3", "SO3()"), ("permutation", "Permutation(64)")]
+    assert [(s.name, repr(s.group)) for s in monitor.symmetries] == [
+        ("so3", "SO3()"),
+        ("permutation", "Permutation(64)"),
+    ]
     assert monitor.symmetries[1].group.n == cli.datamodule.hparams.n_points
     assert type(cli.model.net).__name__ == {"pointnet": "PointNet", "e3nn": "E3nnShapeNet"}[arch]
 
