@@ -35,3 +35,9 @@ def make_trainer(tmp_path):
         return L.Trainer(callbacks=callbacks, **{**args, **kwargs})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _example_argv(monkeypatch):
+    """The examples' ``main(args)`` parse ``args`` as their command line; pytest's own arguments are not theirs."""
+    monkeypatch.setattr(sys, "argv", ["example"])
