@@ -28,15 +28,23 @@ enter a sum. This module imports only torch: every layer of the package can use 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from eqmonitor.results import OrbitErrors
+__all__ = ["LOGGED", "REDUCTIONS", "OrbitSummary", "OrbitTables", "summarize"]
 
-__all__ = ["LOGGED", "REDUCTIONS", "OrbitSummary", "summarize"]
+
+class OrbitTables(Protocol):
+    """What :func:`summarize` reads of an orbit result (:class:`~eqmonitor.results.OrbitErrors` is one): this module
+    sits below the results, so it names the tables it needs instead of importing their class."""
+
+    exact: Tensor
+    flips: Optional[Tensor]
+    nonfinite: Tensor
+
+    def values(self, which: str = "errors") -> Tensor: ...
 
 _F64 = torch.float64
 
@@ -231,7 +239,7 @@ def _summary_compute(
     )
 
 
-def summarize(orbit: "OrbitErrors", which: str = "errors") -> OrbitSummary:
+def summarize(orbit: OrbitTables, which: str = "errors") -> OrbitSummary:
     """The :class:`OrbitSummary` of one :class:`~eqmonitor.results.OrbitErrors` table (``which``: ``"errors"``,
     the symmetry's distance, ``"rel_errors"`` or ``"abs_errors"``), with ``error_p95``.
 

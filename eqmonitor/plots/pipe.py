@@ -69,7 +69,7 @@ def _child_main(nice: int) -> None:
         os.nice(nice)
     _write_frame(out, -1, pickle.dumps({"pid": os.getpid(), "torch": "torch" in sys.modules}))
     from eqmonitor.plots.figures import FigureCache
-    from eqmonitor.plots.worker import _render
+    from eqmonitor.plots.jobs import _render
 
     cache = FigureCache()
     while (frame := _read_frame(inp)) is not None:

@@ -22,9 +22,8 @@ from eqmonitor.integrations.escnn import EscnnTensorModel, symmetry_for_escnn  #
 
 TOL = 1e-5  # float32: these models measure <= 5e-7 on the exact elements
 
-# escnn's tutorial uses `inplace=True` activations; in-place successors overwrite what the layer-wise hooks keep, a
-# separate matter of the captures, so these models keep their activations out of place
-INPLACE = False
+# escnn's tutorial uses `inplace=True` activations, as these models do (the layer-wise captures are immune to them)
+INPLACE = True
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -129,7 +128,11 @@ def _check_correct(res) -> None:
     exact = res.exact
     assert bool(exact.any())
     assert float(res.isolated[:, :, exact].nan_to_num(0).max()) <= TOL
-    assert float(res.cumulative[:, :, exact].max()) <= TOL
+    # the torch head reads `gpool(x).tensor.reshape(...)`: a flat feature whose origin the captures do not trace
+    # through the GeometricTensor, so it is reported as not measured (never as 0); every other layer is measured
+    assert all(name.startswith("fully_net.") for name in res.not_measured), res.not_measured
+    measured = [i for i, name in enumerate(res.names) if name not in res.not_measured]
+    assert float(res.cumulative[measured][:, :, exact].max()) <= TOL
 
 
 def test_c8_tutorial_model_has_no_failing_layer(images):
