@@ -18,6 +18,9 @@ import pytest
 
 # Deprecated shims (the demos moved to eqmonitor.demos): importing them warns on purpose and they hold no doctests.
 collect_ignore = ["eqmonitor/models.py", "eqmonitor/data.py", "eqmonitor/lightning_digits.py"]
+# The tests' conftest files hold fixtures, not doctests; collecting them as doctest modules imports several modules
+# named `conftest` (one a folder, no packages) and pytest refuses the second ("import file mismatch").
+collect_ignore_glob = ["tests/**/conftest.py", "tests/conftest.py"]
 
 
 def _installed(name: str) -> bool:

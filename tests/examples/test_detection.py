@@ -4,12 +4,15 @@ translation-equivariant than the one trained on centred objects (NERO §3.1's fi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS
 
 import eqmonitor as eqm
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/
 
 detection = pytest.importorskip("detection")
 

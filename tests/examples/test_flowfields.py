@@ -4,13 +4,16 @@ is covariant at float precision, the plain CNN is not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIGS
 
 import eqmonitor as eqm
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/
 
 flowfields = pytest.importorskip("flowfields")
 

@@ -4,12 +4,15 @@ permutation-invariant."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS
 
 import eqmonitor as eqm
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/
 
 pytest.importorskip("e3nn")
 pointclouds = pytest.importorskip("pointclouds")
