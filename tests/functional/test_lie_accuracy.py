@@ -107,7 +107,21 @@ def escnn_so2() -> nn.Module:
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return Net().double().eval()
+        net = Net().double().eval()
+    _ESCNN_MODELS.append(net)
+    return net
+
+
+_ESCNN_MODELS: list = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _escnn_back_to_float32():
+    """escnn shares cached submodules between models built alike: ``.double()`` on these would leave the float64
+    copies to the escnn models of later tests, so they go back to float32 when this module's tests are done."""
+    yield
+    while _ESCNN_MODELS:
+        _ESCNN_MODELS.pop().float()
 
 
 @pytest.fixture(scope="module", params=["plain-cnn", "escnn-so2"])
