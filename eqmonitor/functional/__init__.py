@@ -1,6 +1,7 @@
 """Pure, batched measuring functions (no logging, no global RNG, no change to the model)."""
 
 from eqmonitor.functional._coupling import BatchCouplingWarning
+from eqmonitor.functional.consensus import consensus, consensus_errors
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
 from eqmonitor.functional.equivariance import equivariance_error
 from eqmonitor.functional.gradients import gradient_errors
@@ -20,6 +21,8 @@ __all__ = [
     "FeatureAdapter",
     "LieDerivative",
     "TokenGridAction",
+    "consensus",
+    "consensus_errors",
     "equivariance_error",
     "feature_action",
     "gradient_errors",
