@@ -73,10 +73,24 @@ class Recorder:
         self.same_as: dict[str, Optional[str]] = {}
         self.from_input: dict[str, str] = {}
         self.order: list[str] = []
+        self.calls: dict[str, int] = {}  # calls of each layer in the last "keep" pass (one forward)
         self.kept_bytes = 0
         self._pending: dict[str, tuple] = {}
         self._seen: set = set()
         self._by_ptr: dict[int, list[_Kept]] = {}
+
+    def repeated(self, name: str) -> bool:
+        """Whether layer ``name`` runs inside a computation repeated within one forward, e.g. a group average written
+        as a loop ``mean_g net(g·x)``: its first call's output is one copy's feature, which need not transform on its
+        own while the average does, so it is not measured. The sign: another layer under the same parent module runs
+        as many times (> 1). A single module reused at several places (torchvision's ``self.relu`` in a block) is
+        measured at its first use: its siblings run once."""
+        count = self.calls.get(name, 1)
+        if count <= 1:
+            return False
+        parent = name.rpartition(".")[0]
+        prefix = parent + "." if parent else ""
+        return any(other != name and other.startswith(prefix) and n == count for other, n in self.calls.items())
 
     def remove(self) -> None:
         for h in self.handles:
@@ -145,6 +159,8 @@ class Recorder:
         unwrap = self.unwraps[name]
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if self.mode == "keep":
+                self.calls[name] = self.calls.get(name, 0) + 1
             if self.mode == "off" or name in self._seen:
                 return  # first call only (a module reused within a forward is measured at its first use)
             out = unwrap(output)

@@ -291,6 +291,8 @@ class _Probe:
             # the copies of each sample into the batch) has no per-sample features to compare: not measured
             if at_x[nm].shape[0] != n:
                 acts[nm], reasons[nm] = None, "not per-sample"
+            elif rec.repeated(nm):
+                acts[nm], reasons[nm] = None, f"called {rec.calls[nm]} times in one forward"
         self.in_acts = {nm: a for nm, a in in_acts.items() if acts[nm] is not None and inputs_x[nm].shape[0] == n}
         self.acts, self.reasons = acts, reasons
         self.cumulative = torch.full((len(names), k * n), float("nan"), dtype=_F64, device=x0.device)

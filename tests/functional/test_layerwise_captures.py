@@ -181,3 +181,30 @@ def test_monitor_dry_run_runs_the_layer_wise_test(fit, monkeypatch):
     with pytest.raises(RuntimeError, match="does not fit this model: layer-wise failure"):
         fit([mon], model=DigitsClassifier(), max_epochs=1)
     assert calls == ["c4"]
+
+
+def test_a_layer_called_several_times_in_one_forward_is_not_measured():
+    """A group average written as a loop (``mean_k net(rot90(x, k))``) calls each inner layer 4 times: its first
+    call's output is one copy's feature, which need not transform while the average does. Measured, a correct model's
+    inner conv was blamed (seen by a newcomer on a looped ResNet average); now such layers are listed as not measured
+    and nothing is blamed, while a layer called once is still measured."""
+
+    class LoopAveraged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = eqm.demos.SmallCNN()
+            self.scale = torch.nn.Linear(10, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.scale(torch.stack([self.net(torch.rot90(x, k, (-2, -1))) for k in range(4)]).mean(0))
+
+    sym = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant")
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    res = layer_errors(LoopAveraged().eval(), x, sym, sym.group.all_elements())
+    assert res.first_failing is None
+    inner = [n for n in res.names if n.startswith("net.")]
+    assert inner and all(res.not_measured[n] == "called 4 times in one forward" for n in inner)
+    # the output layer is still measured (its input, the average, has no known action: no isolated number)
+    assert res.not_measured.get("scale") == "unknown input action"
+    assert float(res.cumulative[res.names.index("scale")].max()) < 1e-5
