@@ -123,7 +123,7 @@ class EquivarianceGuard(Callback):
         super().__init__()
         if isinstance(monitor, dict):
             if threshold is not None:
-                raise EquivarianceConfigError("Give thresholds either in the `monitor` dict or as `threshold`, not both.")
+                raise EquivarianceConfigError("Give thresholds in the `monitor` dict or as `threshold`, not both.")
             thresholds = {str(k): float(v) for k, v in monitor.items()}
         else:
             if threshold is None:
@@ -134,7 +134,7 @@ class EquivarianceGuard(Callback):
             raise EquivarianceConfigError("`monitor` names no key to guard.")
         nan = sorted(k for k, v in thresholds.items() if math.isnan(v))
         if nan:
-            raise EquivarianceConfigError(f"The threshold of {nan} is NaN: no value is ever above NaN, so it would guard nothing.")
+            raise EquivarianceConfigError(f"The threshold of {nan} is NaN: no value is above NaN, it guards nothing.")
         if on_breach not in ON_BREACH:
             raise EquivarianceConfigError(f"`on_breach` must be one of {ON_BREACH}, got {on_breach!r}.")
         if patience < 1:
@@ -370,8 +370,8 @@ class EquivarianceGuard(Callback):
         counts = trainer.strategy.reduce(torch.tensor(local, device=trainer.strategy.root_device), reduce_op="sum")
         missing = [k for k, n in zip(keys, torch.as_tensor(counts).tolist()) if n == 0]
         if missing:
-            monitored = sorted(self._known_names())
-            raise UnloggedKeyError(missing_keys_message(sorted(metrics), missing, when, monitored, self._is_monitor_key))
+            names = sorted(self._known_names())
+            raise UnloggedKeyError(missing_keys_message(sorted(metrics), missing, when, names, self._is_monitor_key))
 
     # ------------------------------------------------------------------ state
     @override

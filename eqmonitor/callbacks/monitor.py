@@ -25,15 +25,15 @@ from torch import Tensor
 from typing_extensions import override
 
 from eqmonitor.alerts import Alert, DriftTracker
+from eqmonitor.callbacks.breach import EquivarianceBreachError
 from eqmonitor.callbacks.figure_log import FigureLog
-from eqmonitor.callbacks.breach import EquivarianceBreachError, EquivarianceConfigError
 from eqmonitor.callbacks.guard import EquivarianceGuard
+from eqmonitor.callbacks.monitor_arguments import check_monitor_arguments
 from eqmonitor.callbacks.overhead import OverheadBudget
 from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
 from eqmonitor.check import LOSSES, CheckOptions, CheckResult, dry_run, run_check, single_process
-from eqmonitor.functional._chunking import check_chunking
 from eqmonitor.sinks import log_scalars, send_alert
 from eqmonitor.symmetry import Symmetry, resolve_symmetries
 
@@ -153,31 +153,20 @@ class EquivarianceMonitor(Callback):
     ) -> None:
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries, output_key)
-        if not every_n_epochs and not every_n_train_steps and not check_at_start:
-            raise EquivarianceConfigError("Nothing would ever be checked: set `every_n_epochs` or `every_n_train_steps`.")
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise EquivarianceConfigError(f"`{name}` must be a non-negative int or None, got {value!r}.")
-        if n_samples < 1 or n_elements < 1 or layer_samples < 1 or plots_every_n_checks < 1:
-            raise EquivarianceConfigError("`n_samples`, `n_elements`, `layer_samples` and `plots_every_n_checks` must be positive.")
-        if drift_warmup < 0:
-            raise EquivarianceConfigError(f"`drift_warmup` must be a non-negative number of epochs, got {drift_warmup!r}.")
-        if isinstance(loss_fn, str) and loss_fn not in LOSSES:
-            raise EquivarianceConfigError(f"Unknown `loss_fn` {loss_fn!r}; choose from {sorted(LOSSES)} or pass a callable.")
-        if not (max_batch == "auto" or (isinstance(max_batch, int) and max_batch > 0)):
-            raise EquivarianceConfigError(f"`max_batch` must be 'auto' or a positive int, got {max_batch!r}.")
+        counts = {"n_samples": n_samples, "n_elements": n_elements, "layer_samples": layer_samples}
+        counts["plots_every_n_checks"] = plots_every_n_checks
+        check_monitor_arguments(
+            every_n_epochs, every_n_train_steps, check_at_start, counts, drift_warmup, loss_fn, max_batch, chunking, tag
+        )
         self.every_n_epochs = every_n_epochs or 0
         self.every_n_train_steps = every_n_train_steps or 0
         self.check_at_start = check_at_start
         self.n_samples, self.n_elements, self.seed = n_samples, n_elements, seed
         self.probe_data, self.input_key, self.label_key = probe_data, input_key, label_key
         self.loss_fn = LOSSES[loss_fn] if isinstance(loss_fn, str) else loss_fn
-        check_chunking(chunking)
         self.options = CheckOptions(
             layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records, chunking=chunking
         )
-        if tag is not None and (not isinstance(tag, str) or not tag):
-            raise TypeError(f"`tag` must be a non-empty string or None, got {tag!r}.")
         self.tag = tag
         self.plots = plots
         self.drift_warmup = drift_warmup
@@ -284,7 +273,12 @@ class EquivarianceMonitor(Callback):
     # ------------------------------------------------------------------ schedule
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.check_at_start and not self._should_skip_check(trainer) and self._last_step is None and trainer.global_step == 0:
+        if (
+            self.check_at_start
+            and not self._should_skip_check(trainer)
+            and self._last_step is None
+            and trainer.global_step == 0
+        ):
             self._check(trainer, pl_module, at_start=True)
 
     @override
