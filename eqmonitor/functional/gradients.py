@@ -41,7 +41,6 @@ from eqmonitor._verdicts import default_tolerance
 from eqmonitor.functional._isolation import isolated, model_dtype
 from eqmonitor.functional._validation import check_probe_args as _orbit_errors_arg_validation
 from eqmonitor.functional._validation import check_probe_inputs as _orbit_errors_tensor_validation
-from eqmonitor.functional.distances import relative
 from eqmonitor.results import GradientErrors
 from eqmonitor.symmetry import Symmetry
 

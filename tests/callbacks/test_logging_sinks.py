@@ -66,7 +66,10 @@ def _images():
     from eqmonitor.plots.png import encode_png
 
     rng = np.random.default_rng(0)
-    arrays = {"a/encoded": rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), "a/array": np.zeros((20, 30, 3), np.uint8)}
+    arrays = {
+        "a/encoded": rng.integers(0, 256, (37, 53, 3), dtype=np.uint8),
+        "a/array": np.zeros((20, 30, 3), np.uint8),
+    }
     arrays["a/array"][5:9, 3:20] = (200, 10, 40)
     return arrays, {k: encode_png(v) for k, v in arrays.items()}
 

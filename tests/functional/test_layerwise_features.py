@@ -12,9 +12,9 @@ from layerwise_models import c4_resnet
 from torch import nn
 
 import eqmonitor as eqm
+from eqmonitor.demos.models import C4SymmetricConv2d
 from eqmonitor.functional._features import TOO_SMALL, ReshapedAction
 from eqmonitor.functional.layerwise import layer_errors
-from eqmonitor.demos.models import C4SymmetricConv2d
 
 PRECISION = 1e-5
 
