@@ -154,7 +154,7 @@ def test_monitor_with_layerwise_on_a_parametrized_model_in_a_real_fit(fit):
     model = DigitsClassifier(batch_norm=True, dropout=0.2)
     parametrizations.weight_norm(model.net.head)
     parametrizations.spectral_norm(model.net.features[0])
-    mon = EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=16, layerwise=True, plots=False, records=False)
+    mon = EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=16, layerwise=True)
     trainer, _, _ = fit([mon], max_epochs=1)
     keys = [k for k in trainer.callback_metrics if k.startswith("equivariance/c4/layer/")]
     assert "equivariance/c4/layer/net.head" in keys and "equivariance/c4/layer/net.features.0" in keys
@@ -177,7 +177,7 @@ def test_monitor_dry_run_runs_the_layer_wise_test(fit, monkeypatch):
         raise RuntimeError("layer-wise failure")
 
     monkeypatch.setattr(check, "layer_errors", failing)
-    mon = EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=16, layerwise=True, plots=False, records=False)
+    mon = EquivarianceMonitor({"name": "c4", "group": "c4"}, n_samples=16, layerwise=True)
     with pytest.raises(RuntimeError, match="does not fit this model: layer-wise failure"):
         fit([mon], model=DigitsClassifier(), max_epochs=1)
     assert calls == ["c4"]
