@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Union
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
 from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors
@@ -42,7 +43,6 @@ __all__ = [
 Gather = Callable[[Tensor], Tensor]
 
 
-
 def cross_entropy_sum(out: Tensor, y: Tensor) -> Tensor:
     return torch.nn.functional.cross_entropy(out, y, reduction="sum")
 
@@ -52,6 +52,8 @@ def mse_sum(out: Tensor, y: Tensor) -> Tensor:
 
 
 #: the gradient test's named losses (module-level functions, so that a monitor that uses one pickles)
+INFERENCE_SKIP = "Gradient tests skipped under inference mode: use `Trainer(inference_mode=False)`."
+
 LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {"cross_entropy": cross_entropy_sum, "mse": mse_sum}
 #: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
 _PAIR_TABLES = (
@@ -76,6 +78,15 @@ class CheckOptions:
     max_batch: Union[int, str] = "auto"
     keep_probs: bool = False  # keep the class probabilities of every pair (the records' detail view)
     chunking: str = "mixed"
+
+    def in_grad_mode(self, warn: bool = True) -> "CheckOptions":
+        """These options as they can run now: under ``torch.inference_mode`` (Lightning's default for validation
+        hooks) no gradient exists, so the gradient test is dropped, with a warning when ``warn``; else ``self``."""
+        if not (self.gradients and torch.is_inference_mode_enabled()):
+            return self
+        if warn:
+            rank_zero_warn(INFERENCE_SKIP, stacklevel=5)
+        return replace(self, gradients=False)
 
 
 @dataclass

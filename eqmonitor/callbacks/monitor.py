@@ -11,11 +11,9 @@ and :mod:`~eqmonitor.callbacks.figure_log` (NERO figures, rendered in a worker p
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import uuid
-import warnings
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -24,8 +22,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from eqmonitor.alerts import Alert, DriftTracker
 from eqmonitor.callbacks.breach import EquivarianceBreachError
+from eqmonitor.callbacks.drift_alerts import EquivarianceDriftWarning, drift_tracker, emit_drift_alerts
 from eqmonitor.callbacks.figure_log import FigureLog
 from eqmonitor.callbacks.guard import EquivarianceGuard
 from eqmonitor.callbacks.monitor_arguments import check_monitor_arguments
@@ -34,18 +32,12 @@ from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
 from eqmonitor.check import LOSSES, CheckOptions, CheckResult, dry_run, run_check, single_process
-from eqmonitor.sinks import log_scalars, send_alert
+from eqmonitor.sinks import log_scalars
 from eqmonitor.symmetry import Symmetry, resolve_symmetries
 
 __all__ = ["EquivarianceDriftWarning", "EquivarianceMonitor", "LOSSES", "resolve_symmetries"]  # re-exported
 
 log = logging.getLogger("eqmonitor")
-
-INFERENCE_SKIP = "Gradient tests skipped under inference mode: use `Trainer(inference_mode=False)`."
-
-
-class EquivarianceDriftWarning(UserWarning):
-    """A monitored scalar drifted above its references (one warning per drift event)."""
 
 
 class EquivarianceMonitor(Callback):
@@ -170,13 +162,7 @@ class EquivarianceMonitor(Callback):
         self.tag = tag
         self.plots = plots
         self.drift_warmup = drift_warmup
-        self.drift = DriftTracker(
-            keys=list(["error_mean"] if alert_keys is None else alert_keys),
-            factor=drift_factor,
-            patience=drift_patience,
-            min_value=drift_min,
-            wait_duration=alert_wait,
-        )
+        self.drift = drift_tracker(alert_keys, drift_factor, drift_patience, drift_min, alert_wait)
         self.records, self.records_dir = records, records_dir
         self.budget = OverheadBudget(max_overhead)
         self.history: dict[str, list[dict]] = {s.name: [] for s in self.symmetries}
@@ -254,19 +240,10 @@ class EquivarianceMonitor(Callback):
                 dry_run(pl_module, self.probe.x, self.probe.labels, sym, self._elements[sym.name], self.options)
             if self.plots and trainer.is_global_zero:
                 self._figures.start()
-            self._writer = RunRecords.open(
-                trainer,
-                self.records,
-                self._folder,
-                run_id=self.run_id,
-                restored_step=self._restored.get("last_step"),
-                restored_folder=self._restored.get("records_dir"),
-            )
-            if self.records and self._folder is not None:  # every rank: the probe is gathered
-                meta = RunRecords.run_meta(trainer, pl_module, self.probe, self.symmetries, self._elements,
-                                           tag=self.tag, probe_seed=self.seed)  # fmt: skip
-                if self._writer is not None:
-                    self._writer.write_run(meta)
+            self._writer = RunRecords.start(
+                trainer, pl_module, self.probe, self.symmetries, self._elements, self._folder if self.records else None,
+                run_id=self.run_id, restored=self._restored, tag=self.tag, probe_seed=self.seed,
+            )  # fmt: skip
         finally:
             self.budget.add(time.perf_counter() - started)
 
@@ -340,12 +317,8 @@ class EquivarianceMonitor(Callback):
     def _check_now(self, trainer: Trainer, pl_module: LightningModule, at_start: bool, epoch_end: bool) -> None:
         step, epoch = trainer.global_step, trainer.current_epoch
         self._last_step = step
-        options = self.options
-        if options.gradients and torch.is_inference_mode_enabled():
-            options = dataclasses.replace(options, gradients=False)
-            if not self._warned_inference:
-                self._warned_inference = True
-                rank_zero_warn(INFERENCE_SKIP, stacklevel=4)
+        options = self.options.in_grad_mode(warn=not self._warned_inference)
+        self._warned_inference |= options is not self.options
         gather = single_process if trainer.world_size <= 1 else trainer.strategy.all_gather
         warm = epoch + int(epoch_end) >= self.drift_warmup  # completed training epochs
         done = []
@@ -358,8 +331,7 @@ class EquivarianceMonitor(Callback):
             self.history[sym.name].append(entry)
             log_scalars(trainer, result.logged(), step)
             alerts = self.drift.update(sym.name, result.scalars, step, epoch, warm=warm)
-            if trainer.is_global_zero:
-                self._emit_alerts(trainer, alerts)
+            emit_drift_alerts(trainer, alerts)
             done.append((result, entry, alerts))
         guards = [cb for cb in trainer.callbacks if isinstance(cb, EquivarianceGuard)]
         report = "\n".join(r.report_line() for r, _, _ in done)
@@ -387,12 +359,6 @@ class EquivarianceMonitor(Callback):
                 self._figures.submit(trainer.loggers, result, step, force=bool(breaches))
         if wait and self.plots:
             self._figures.drain()
-
-    def _emit_alerts(self, trainer: Trainer, alerts: list[Alert]) -> None:
-        """Rank 0: one Python warning and one ``wandb.alert`` per drift event."""
-        for alert in alerts:
-            warnings.warn(f"{alert.title}: {alert.text}", EquivarianceDriftWarning, stacklevel=3)
-            send_alert(trainer.loggers, alert.title, alert.text, alert.level, alert.wait_duration)
 
     # ------------------------------------------------------------------ state
     @override

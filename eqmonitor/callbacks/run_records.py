@@ -138,6 +138,31 @@ class RunRecords:
         }
 
     @staticmethod
+    def start(
+        trainer: Any,
+        pl_module: Any,
+        probe: Any,
+        symmetries: list,
+        elements: dict,
+        folder: Optional[str],
+        run_id: str,
+        restored: dict,
+        **meta: Any,
+    ) -> Optional["RunRecords"]:
+        """Open the run's writer (rank 0) and write its probe set and metadata; ``folder=None``: records off.
+
+        Every rank must call it: the probe is gathered across ranks. ``restored`` is what the monitor's
+        ``load_state_dict`` kept (``last_step``, ``records_dir``) when resuming, else empty."""
+        if folder is None:
+            return None
+        writer = RunRecords.open(trainer, True, folder, run_id=run_id, restored_step=restored.get("last_step"),
+                                 restored_folder=restored.get("records_dir"))  # fmt: skip
+        info = RunRecords.run_meta(trainer, pl_module, probe, symmetries, elements, **meta)
+        if writer is not None:
+            writer.write_run(info)
+        return writer
+
+    @staticmethod
     def open(trainer: Any, enabled: bool, folder: Optional[str], **kw: Any) -> Optional["RunRecords"]:
         """The writer on rank 0 when records are on, else ``None``."""
         if not enabled or folder is None or not trainer.is_global_zero:
