@@ -286,11 +286,17 @@ class EquivarianceMonitor(Callback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._figures.close()
+        try:
+            self._figures.close()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._figures.close()
+        if self._writer is not None:
+            self._writer.close(quiet=True)  # a failed write is logged: it never hides the fit's own exception
 
     def overhead(self) -> float:
         """The share of fit wall time so far spent in the monitor's hooks on the training process."""
@@ -357,12 +363,16 @@ class EquivarianceMonitor(Callback):
                 self._writer.append(result, entry, alerts, breaches)
             if self.plots:
                 self._figures.submit(trainer.loggers, result, step, force=bool(breaches))
+        if wait and self._writer is not None:
+            self._writer.flush()
         if wait and self.plots:
             self._figures.drain()
 
     # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:
+        if self._writer is not None:  # a checkpoint never names a check whose record is not on disk yet
+            self._writer.flush()
         return {
             "seed": self.seed,
             "n_samples": self.n_samples,

@@ -9,8 +9,10 @@ once.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Optional
 
 import torch
@@ -80,6 +82,12 @@ def symmetry_spec(sym: Any) -> dict:
 class RunRecords:
     """Rank 0's writer of one run's records.
 
+    A check's record is built on the caller (its tensors moved to the CPU), then written and ``fsync``'d on one
+    background thread, in order, so the disk never stalls training (compression and ``fsync`` release the GIL).
+    :meth:`flush` waits for every write and raises the first one that failed; the monitor flushes before every
+    checkpoint is saved (a checkpoint never names a check whose record is not on disk), before a guard raises, and
+    at the end of the fit.
+
     Args:
         folder: this run's records folder.
         run_id: the run's identity (kept in the checkpoint, so a resumed run is the same run).
@@ -106,10 +114,46 @@ class RunRecords:
         self._writer = RecordWriter(folder, run_id=run_id, resume=resume)
         if resume:
             self._writer.truncate_after(restored_step)
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pending: list[Future] = []
 
     def append(self, result: CheckResult, entry: dict, alerts: list, breaches: list) -> None:
+        """Queue one check's record (written in the background; a failed earlier write is raised here)."""
+        self._raise_failed(wait=False)
         record, arrays = record_of(result, entry, alerts, breaches)
-        self._writer.append(record, arrays)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eqmonitor-records")
+        self._pending.append(self._pool.submit(self._writer.append, record, arrays))
+
+    def flush(self) -> None:
+        """Wait until every queued record is on disk; raise the first write that failed."""
+        self._raise_failed(wait=True)
+
+    def close(self, quiet: bool = False) -> None:
+        """:meth:`flush`, then stop the background thread (a later :meth:`append` starts a new one); ``quiet``
+        logs a failed write instead of raising it."""
+        try:
+            self.flush()
+        except RuntimeError as err:
+            if not quiet:
+                raise
+            logging.getLogger("eqmonitor").error("%s", err)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _raise_failed(self, wait: bool) -> None:
+        done = [f for f in self._pending if wait or f.done()]
+        self._pending = [f for f in self._pending if f not in done]
+        errors = [f.exception() for f in done]  # waits for each, in order
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise RuntimeError(f"eqmonitor: writing a check's record to {self.folder} failed: {first}") from first
+
+    def __getstate__(self) -> dict:  # a thread pool does not pickle; a copy starts its own
+        self.flush()
+        return {**self.__dict__, "_pool": None, "_pending": []}
 
     def write_run(self, meta: dict) -> None:
         """Write the run's probe set, elements and metadata (:func:`eqmonitor.records_meta.write_meta`)."""
