@@ -99,8 +99,8 @@ class C8SteerableCNN(nn.Module):
     ``N`` rotations by construction (equivariant blocks, then ``GroupPooling`` and pooling to ``1 × 1``).
 
     ``fields`` sets the regular fields of the six blocks (escnn's: :data:`ESCNN_FIELDS`). The layer-wise test measures
-    every escnn layer with its field types; the torch head after ``.tensor`` is reported as not measured (its flat
-    input's action is not traced through the ``GeometricTensor``), and the whole model's invariance covers it.
+    every escnn layer with its field types, and the torch head after ``.tensor`` as invariant (it reads trivial fields
+    on a ``1 × 1`` map, reshaped).
 
     Attributes:
         in_type: the input field type (one trivial field), read by ``symmetry_for_escnn``.

@@ -57,6 +57,11 @@ class Action(ABC):
         """Whether the action leaves every tensor unchanged (an invariant output)."""
         return False
 
+    def invariant_on(self, shape: tuple[int, ...]) -> bool:
+        """Whether the action leaves features of per-sample ``shape`` unchanged (e.g. an image action on a
+        globally pooled ``[C, 1, 1]`` map): a reshape of such features is invariant."""
+        return self.is_identity
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

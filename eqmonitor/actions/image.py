@@ -257,6 +257,10 @@ class ImageAction(Action):
         plan = self.plan(group, elements, x.shape, x.dtype)
         return self.apply(group, plan, torch.arange(x.shape[0], device=x.device), self.prepare(group, x))
 
+    def invariant_on(self, shape: tuple[int, ...]) -> bool:
+        """A ``1 × 1`` map has no space to move in (a globally pooled feature), as the layer-wise test treats it."""
+        return len(shape) >= 2 and tuple(shape[-2:]) == (1, 1)
+
     def exact_elements(self, group: Group, elements: Tensor, shape: torch.Size) -> Tensor:
         return _grid_exact(group.matrix(elements), group.translation(elements), shape[-2], shape[-1])
 

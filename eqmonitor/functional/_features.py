@@ -216,8 +216,11 @@ MODEL_INPUT = ""  # the name a recorder gives the model's input
 
 
 def _reshaped(act: Optional[tuple], shape: Sequence[int]) -> Optional[tuple]:
+    """The action on a reshape of features of ``shape`` acted on by ``act``: invariant if ``act`` leaves them be."""
     if act is None or act[1].is_identity:
         return act
+    if act[1].invariant_on(tuple(shape)):
+        return act[0], Invariant()
     return act[0], ReshapedAction(act[1], shape)
 
 

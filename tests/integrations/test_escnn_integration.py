@@ -419,6 +419,43 @@ def test_layer_errors_names_the_plain_conv(c4_broken, x):
     assert float(res.cumulative[3:].amin()) >= 0 and float(res.cumulative[5].max()) > 1e-2  # and the error flows on
 
 
+class _WithHead(nn.Module):
+    """An escnn body, then ``.tensor.reshape(B, -1)`` into a torch head, as escnn's own examples end."""
+
+    def __init__(self, body, head_in: int, pooled_regular: bool = False) -> None:
+        super().__init__()
+        self.body, self.in_type = body, body.in_type
+        self.head = nn.Sequential(nn.Linear(head_in, 8), nn.BatchNorm1d(8), nn.ELU(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        t = self.body(enn.GeometricTensor(x, self.in_type)).tensor
+        return self.head(t.reshape(t.shape[0], -1))
+
+
+def test_a_torch_head_after_group_pooling_is_measured_as_invariant(c4, c4_net, x):
+    """``gpool(x).tensor.reshape(B, -1)`` of trivial fields on a ``1 x 1`` map is invariant: the head reading it is
+    measured (it was reported as not measured), and a correct model has no failing layer."""
+    model = _WithHead(c4_net, 3).eval()
+    sym = eqm.Symmetry(Cyclic(4), eqm.actions.ImageAction(), eqm.actions.Invariant(), name="c4")
+    res = layer_errors(model, x, sym, Cyclic(4).all_elements())
+    head = [n for n in res.names if n.startswith("head.")]
+    assert head == [f"head.{i}" for i in range(4)] and not res.not_measured
+    assert res.first_failing is None and float(res.isolated.max()) <= TOL
+
+
+def test_a_head_on_regular_fields_at_1x1_is_not_taken_as_invariant(c4, x):
+    """Regular fields pooled to ``1 x 1`` still permute under a quarter turn: their flat reshape is not invariant, so
+    what a plain ``Linear`` makes of it has no known action and is reported as not measured, never as 0."""
+    trivial, regular = _types(c4)
+    torch.manual_seed(0)
+    body = enn.SequentialModule(enn.R2Conv(trivial, regular, 5, padding=2), enn.PointwiseAdaptiveAvgPool2D(regular, 1))
+    model = _WithHead(body, regular.size).eval()
+    sym = eqm.Symmetry(Cyclic(4), eqm.actions.ImageAction(), eqm.actions.Invariant(), name="c4")
+    res = layer_errors(model, x, sym, Cyclic(4).all_elements())
+    assert res.not_measured["head.0"] == "unknown feature action"
+    assert bool(res.isolated[res.names.index("head.0")].isnan().all())
+
+
 def test_feature_adapter(c4, c4_net):
     sym = symmetry_for_escnn(c4_net)
     conv = c4_net._modules["0"]

@@ -103,6 +103,11 @@ class FieldTypeAction(Action):
         return torch.where((m - snapped).abs() < _SNAP_TOL, snapped, m)
 
     # ------------------------------------------------------------------------------------------------- action
+    def invariant_on(self, shape: tuple[int, ...]) -> bool:
+        """Trivial fields on a ``1 × 1`` map (e.g. after ``GroupPooling`` and global pooling) are invariant."""
+        trivial = all(rep.is_trivial() for rep in self.field_type.representations)
+        return trivial and self.image.invariant_on(shape)
+
     def prepare(self, group: Group, x: Tensor) -> Tensor:
         return self.image.prepare(group, x)
 
