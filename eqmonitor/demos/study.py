@@ -89,7 +89,7 @@ def train_strategy(
     name: str,
     logdir: Path,
     *,
-    epochs: int = 10,
+    epochs: int = 8,
     n_train: int = 1400,
     seed: int = 0,
     monitor_options: Optional[dict] = None,
@@ -139,7 +139,7 @@ def _flatness(runs: Sequence[Any], symmetry: str) -> dict[str, dict[str, float]]
 def run_study(
     out: Union[str, Path] = "study",
     *,
-    epochs: int = 10,
+    epochs: int = 8,
     n_train: int = 1400,
     seed: int = 0,
     strategies: Sequence[str] = tuple(STRATEGIES),
