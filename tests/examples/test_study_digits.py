@@ -16,9 +16,20 @@ from eqmonitor.demos.study import STRATEGIES, run_study  # noqa: E402
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_study_writes_tables_figures_page_and_a_summary_naming_the_runs(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as the study's script runs on 2 cores (beside the monitor's figure process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_study_writes_tables_figures_page_and_a_summary_naming_the_runs(tmp_path, capsys, one_thread):
     out = tmp_path / "study"
-    lines = study_digits.main(["--out", str(out), "--epochs", "1", "--n-train", "128", "--n-samples", "16"])
+    lines = study_digits.main(["--out", str(out), "--epochs", "1", "--n-train", "64", "--n-samples", "8"])
 
     for name in STRATEGIES:  # one TensorBoard run per strategy, side by side in one logdir
         assert list((out / "runs" / name).glob("events.out.tfevents.*")), name
