@@ -42,7 +42,7 @@ SYMMETRIES = [
     {"name": "c4", "group": "c4", "input": "image", "output": "invariant"},
     {"name": "rotation", "group": "so2", "input": "image", "output": "invariant"},
 ]
-_FLAT_MARGIN = 0.02  # a confidence range this much smaller than none's counts as flatter
+_FLAT_MARGIN = 0.02  # a confidence range this much smaller than the first run's counts as flatter
 _MARKER = ".eqmonitor-study"  # marks a folder this study wrote, so a re-run may replace its runs
 
 
@@ -163,9 +163,7 @@ def run_study(
     strategies = list(strategies)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or len(strategies) < 2 or len(set(strategies)) != len(strategies):
-        raise ValueError(
-            f"Expected two or more distinct strategies among {sorted(STRATEGIES)}, but got {strategies}."
-        )
+        raise ValueError(f"Expected two or more distinct strategies among {sorted(STRATEGIES)}, but got {strategies}.")
     if explore is None:
         explore = ("none", "so2") if {"none", "so2"} <= set(strategies) else (strategies[0], strategies[1])
     if len(explore) != 2 or any(e not in strategies for e in explore):
@@ -225,15 +223,18 @@ def _best(result: StudyResult, sym: str, label: str) -> str:
 
 
 def _flat_line(result: StudyResult) -> str:
-    flat = result.flatness
-    if "none" not in flat or len(flat) < 2:
-        return "NERO aggregate: no true-class confidence in the records to compare."
-    ref = flat["none"]
-    others = sorted((name for name in flat if name != "none"), key=lambda n: flat[n]["range"])
+    """The flatness of each run's aggregate confidence curve against the first run's."""
+    flat, first = result.flatness, result.runs[0].name
+    if first not in flat or len(flat) < 2:
+        return "NERO aggregate curve: the records hold no true-class confidence to compare."
+    ref = flat[first]
+    others = sorted((name for name in flat if name != first), key=lambda n: flat[n]["range"])
     parts = ", ".join(f"{n} {flat[n]['low']:.2f}–{flat[n]['high']:.2f}" for n in others)
     flatter = [n for n in others if flat[n]["range"] < ref["range"] - _FLAT_MARGIN]
-    verdict = f"flatter than none for {', '.join(flatter)}" if flatter else "no run flatter than none (by 0.02 or more)"
-    return (f"NERO aggregate curve (mean true-class confidence at each angle, lowest–highest): none "
+    verdict = (
+        f"flatter than {first} for {', '.join(flatter)}" if flatter else f"no run flatter than {first} by 0.02 or more"
+    )
+    return (f"NERO aggregate curve (mean true-class confidence at each angle, lowest–highest): {first} "
             f"{ref['low']:.2f}–{ref['high']:.2f}, {parts}: {verdict}")  # fmt: skip
 
 
@@ -249,14 +250,14 @@ def summary_lines(result: StudyResult) -> list[str]:
         f"Augmentation study on the bundled digits: {len(runs)} runs × {runs[0].epochs} epoch(s), the same probe "
         f"(fingerprint {probe}), rotations at {_g((n_exact or 0) + (n_interp or 0))} angles: {n_exact} exact "
         f"(quarter turns), {n_interp} interpolated",
-        f"{'run':<12} {'val acc':>8} {'rotated acc':>12} {'C4 error':>9} {'SO(2) error':>12} {'exact':>9} "
-        f"{'interp':>8}",
+        f"{'run':<12} {'val acc':>8} {'rotated acc':>12} {'C4 error':>9} {'SO(2) error':>12} {'SO(2) exact':>12} "
+        f"{'SO(2) interp':>13}",
     ]
     for run in runs:
         a, b = _row(c4, run.name), _row(rot, run.name)
         lines.append(
             f"{run.name:<12} {_pc(run.val_acc):>8} {_pc(b.get('orbit_accuracy')):>12} {_g(a['final_error']):>9} "
-            f"{_g(b['final_error']):>12} {_g(b.get('exact_error')):>9} {_g(b.get('interp_error')):>8}"
+            f"{_g(b['final_error']):>12} {_g(b.get('exact_error')):>12} {_g(b.get('interp_error')):>13}"
         )
     lines.append(_best(result, "c4", "C4"))
     lines.append(_best(result, "rotation", "SO(2)"))
