@@ -1,10 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - create .venv, install, audit two digits models and print their reports
-#   make test   - create .venv, install (with the e3nn extra and test tools), run the test suite
+#   make demo   - create .venv, install what the study needs, run the augmentation study (examples/study_digits.py)
+#   make test   - create .venv, install everything (with the e3nn and escnn extras and test tools), run the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test bench clean
 
@@ -20,8 +21,16 @@ $(STAMP): pyproject.toml
 	bash scripts/install_browser.sh $(VENV)
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) examples/audit_digits.py
+# the demo installs only what the study imports: the package, scikit-learn (the bundled digits), bokeh (the explorer)
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[examples,explorer]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(PY) examples/study_digits.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

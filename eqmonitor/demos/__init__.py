@@ -5,6 +5,8 @@ tests and the benchmarks (as Lightning keeps ``lightning.pytorch.demos``). Not p
 - :mod:`eqmonitor.demos.data`: ``load_digits``, scikit-learn's bundled digits as image tensors.
 - :mod:`eqmonitor.demos.lightning_digits`: ``DigitsClassifier`` and ``DigitsDataModule`` (loaded on first use, as
   they import Lightning).
+- :mod:`eqmonitor.demos.study`: the augmentation study of ``make demo`` (``run_study``, ``summary_lines``), four
+  ways to get rotation symmetry trained, compared and explored.
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ from typing import Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from eqmonitor.demos.data import load_digits
-from eqmonitor.demos.models import SmallCNN
+from eqmonitor.demos.models import GroupAveraged, SmallCNN
+from eqmonitor.groups import Cyclic
 
 __all__ = ["DigitsClassifier", "DigitsDataModule"]
 
@@ -49,6 +50,9 @@ class DigitsDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size)
 
 
+ARCHITECTURES = ("cnn", "c4_averaged")
+
+
 class DigitsClassifier(L.LightningModule):
     """:class:`~eqmonitor.demos.SmallCNN` (optionally with BatchNorm and Dropout) trained with cross-entropy.
 
@@ -56,6 +60,9 @@ class DigitsClassifier(L.LightningModule):
         lr: Adam learning rate.
         augment: ``"none"``, ``"c4"`` (random quarter turns per sample) or ``"so2"`` (random rotations).
         batch_norm, dropout, width, pool: passed to :class:`~eqmonitor.demos.SmallCNN`.
+        architecture: ``"cnn"`` (the plain CNN) or ``"c4_averaged"`` (the same CNN inside
+            :class:`~eqmonitor.demos.GroupAveraged` over C4: invariant to quarter turns by construction, at four
+            forwards per input).
     """
 
     def __init__(
@@ -66,12 +73,16 @@ class DigitsClassifier(L.LightningModule):
         dropout: float = 0.0,
         width: int = 16,
         pool: str = "flatten",
+        architecture: str = "cnn",
     ) -> None:
         super().__init__()
         if augment not in ("none", "c4", "so2"):
             raise ValueError(f"`augment` must be 'none', 'c4' or 'so2', got {augment!r}.")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"Expected `architecture` to be one of {ARCHITECTURES}, but got {architecture!r}.")
         self.save_hyperparameters()
-        self.net = SmallCNN(batch_norm=batch_norm, dropout=dropout, width=width, pool=pool)
+        net: nn.Module = SmallCNN(batch_norm=batch_norm, dropout=dropout, width=width, pool=pool)
+        self.net = GroupAveraged(net, Cyclic(4)) if architecture == "c4_averaged" else net
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -83,11 +85,20 @@ class GroupAveraged(nn.Module):
             raise ValueError(f"Expected a finite group to average over, but got {group!r}.")
         self.model, self.group = model, group
         self.action = ImageAction(mask=None)
+        self._plans: dict = {}  # (H, W, device, dtype) -> the action's plan of the group's elements
+
+    def _plan(self, x: Tensor) -> Any:
+        """The action of every element on images of ``x``'s size, planned once (index maps, grids) and reused."""
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if key not in self._plans:
+            self._plans[key] = self.action.plan(self.group, self.group.all_elements(x.device), x.shape, x.dtype)
+        return self._plans[key]
 
     def forward(self, x: Tensor) -> Tensor:
-        g = self.group.all_elements(x.device)
-        k, b = g.shape[0], x.shape[0]
-        stacked = self.action(self.group, g.repeat_interleave(b, 0), x.repeat(k, *([1] * (x.ndim - 1))))
+        plan = self._plan(x)
+        k, b = len(plan.exact_list), x.shape[0]
+        rows = torch.arange(k, device=x.device).repeat_interleave(b)
+        stacked = self.action.apply(self.group, plan, rows, x.repeat(k, *([1] * (x.ndim - 1))))
         out = self.model(stacked)
         return out.reshape(k, b, *out.shape[1:]).mean(0)
 
