@@ -18,8 +18,8 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from eqmonitor.functional._chunking import check_chunking
-from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.consensus import check_reference, orbit_errors_with_consensus
+from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups.base import as_elements as _as_elements
 from eqmonitor.results import OrbitErrors

@@ -156,8 +156,8 @@ class EquivarianceMonitor(Callback):
         counts = {"n_samples": n_samples, "n_elements": n_elements, "layer_samples": layer_samples}
         counts["plots_every_n_checks"] = plots_every_n_checks
         check_monitor_arguments(
-            every_n_epochs, every_n_train_steps, check_at_start, counts, drift_warmup, loss_fn, max_batch, chunking, tag,
-            reference=reference, symmetries=self.symmetries,
+            every_n_epochs, every_n_train_steps, check_at_start, counts, drift_warmup, loss_fn, max_batch, chunking,
+            tag, reference=reference, symmetries=self.symmetries,
         )  # fmt: skip
         self.every_n_epochs = every_n_epochs or 0
         self.every_n_train_steps = every_n_train_steps or 0

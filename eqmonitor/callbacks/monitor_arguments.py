@@ -53,8 +53,8 @@ def check_monitor_arguments(
         raise TypeError(f"`tag` must be a non-empty string or None, got {tag!r}.")
     if not (isinstance(reference, str) and reference in REFERENCES):
         raise EquivarianceConfigError(
-            f"`reference` must be one of {REFERENCES}, got {reference!r}: 'identity' (the default) measures each output "
-            "against the model's own output at the identity, 'consensus' also against the orbit's consensus."
+            f"`reference` must be one of {REFERENCES}, got {reference!r}: 'identity' (the default) measures each "
+            "output against the model's own output at the identity, 'consensus' also against the orbit's consensus."
         )
     labelled = [s.name for s in symmetries if reference == "consensus" and s.needs_labels]
     if labelled:

@@ -102,8 +102,9 @@ def _run_column(view: RunView, index: int) -> tuple[Any, dict]:
     with np.errstate(all="ignore"):
         means = [np.nanmean(view.errors, 1)] + [np.nanmean(view.errors[:, view.labels == c], 1) for c in classes]
     agg_radius = nice_max(np.stack(means))
-    ind_radius = nice_max(view.errors if view.consensus_errors is None else np.stack([view.errors,
-                                                                                       view.consensus_errors]))
+    ind_radius = nice_max(
+        view.errors if view.consensus_errors is None else np.stack([view.errors, view.consensus_errors])
+    )
     agg_map = LinearColorMapper(palette=_PALETTE, low=0, high=agg_radius)
     ind_map = LinearColorMapper(palette=_PALETTE, low=0, high=ind_radius)
     agg_fig, agg = _orbit_figure(view, "aggregate: mean error per class", f"agg_{tag}", agg_radius, agg_map)
@@ -158,7 +159,8 @@ def _run_column(view: RunView, index: int) -> tuple[Any, dict]:
         "ex": view.ex.tolist(), "ey": [] if view.ey is None else view.ey.tolist(), "cx": cx.tolist(),
         "cy": cy.tolist(), "names": view.element_names, "classes": classes,
         "labels": [] if view.labels is None else view.labels.tolist(),
-        "err": flat(view.errors), "cerr": flat(view.consensus_errors), "pca": flat(view.pca), "probs": flat(view.probs), "cons": flat(view.consensus),
+        "err": flat(view.errors), "cerr": flat(view.consensus_errors), "pca": flat(view.pca),
+        "probs": flat(view.probs), "cons": flat(view.consensus),
         "Tp": 0 if view.probs is None else int(view.probs.shape[0]),
         "img": flat(np.flip(view.images, -2) if view.images is not None else None),
         "H": 0 if view.images is None else int(view.images.shape[-2]),
