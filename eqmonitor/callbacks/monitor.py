@@ -56,7 +56,7 @@ class EquivarianceMonitor(Callback):
                                                      fields, against the consensus)
 
     (the first line holds the fields of :func:`eqmonitor.summary.summarize`, which :func:`~eqmonitor.check.run_check`
-    calls once per check)
+    calls once per check; W&B also gets the aggregate curve as a table, :func:`eqmonitor.sinks.log_check`)
     and images ``equivariance/<name>/nero_aggregate | nero_individual | nero_dr | layers`` (rendered in a worker
     process on rank 0, logged at the step of their check), appends a record of each check to this run's own records
     folder (``<log_dir>/eqmonitor_records`` with TensorBoard/CSV, ``<save_dir>/eqmonitor_records/<run id>`` with W&B,
