@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from eqmonitor.functional._isolation import model_dtype
+from eqmonitor.functional.consensus import check_reference, orbit_errors_with_consensus
 from eqmonitor.functional.gradients import gradient_errors
 from eqmonitor.functional.layerwise import layer_errors
 from eqmonitor.functional.orbit import orbit_errors
@@ -55,6 +56,7 @@ def audit(
     loss_fn: Optional[Callable] = None,
     output_key: OutputKey = None,
     progress: bool = True,
+    reference: str = "identity",
 ) -> AuditReport:
     """Measure ``model`` under ``symmetry`` on ``x`` and summarise it as an :class:`AuditReport`.
 
@@ -74,6 +76,15 @@ def audit(
         output_key: which part of the model's output to compare (a key, an index or a callable; see
             :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
         progress: show progress bars (``tqdm``) for the parts that run longer than a couple of seconds.
+        reference: what each output ``h(g·x)`` is compared with. ``"identity"`` (default): ``g·h(x)``, the model's
+            own output at the identity moved forward (the equivariance error). ``"consensus"``: ``g·c(x)``, the
+            consensus ``c(x) = ⟨g⁻¹·h(g·x)⟩_g`` over the elements moved forward (NERO's stand-in for ground truth on
+            unlabelled data; the mean of the probabilities for class scores, compared as log-probabilities; see
+            :func:`~eqmonitor.functional.orbit_errors_with_consensus`). The report's kind says which.
+
+    Raises:
+        ValueError: an unknown ``reference``, or ``reference="consensus"`` with the ``confidence`` error (it needs
+            labels, which the consensus stands in for).
 
     Example:
         >>> import torch, eqmonitor as eqm
@@ -82,12 +93,16 @@ def audit(
         >>> eqm.audit(model, torch.randn(8, 1, 28, 28), sym).verdict
         'exact'
     """
+    check_reference(reference)
     symmetry = _with_key(symmetry, output_key)
     if elements is None:
         elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
-    orbit = orbit_errors(model, x, symmetry, elements, labels=labels, max_batch=max_batch, chunking=chunking,
-                         progress=progress)  # fmt: skip
-    report = AuditReport.from_orbit(orbit, kind=symmetry.kind)
+    probe = orbit_errors if reference == "identity" else orbit_errors_with_consensus
+    orbit = probe(model, x, symmetry, elements, labels=labels, max_batch=max_batch, chunking=chunking,
+                  progress=progress)  # fmt: skip
+    orbit = orbit if reference == "identity" else orbit[1]
+    kind = symmetry.kind if reference == "identity" else f"{symmetry.kind}, against the consensus"
+    report = AuditReport.from_orbit(orbit, kind=kind)
     if layers:
         names = None if layers is True else list(layers)
         report.add_layers(layer_errors(model, x, symmetry, orbit.elements, layers=names, progress=progress))

@@ -21,13 +21,14 @@ import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
-from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors
+from eqmonitor.functional import gradient_errors, layer_errors, orbit_errors, orbit_errors_with_consensus
 from eqmonitor.results import GradientErrors, LayerErrors, OrbitErrors
 from eqmonitor.summary import OrbitSummary
 from eqmonitor.summary import summarize as summarize_orbit
 from eqmonitor.symmetry import Symmetry
 
 __all__ = [
+    "CONSENSUS_PREFIX",
     "CheckOptions",
     "CheckResult",
     "Gather",
@@ -54,6 +55,9 @@ def mse_sum(out: Tensor, y: Tensor) -> Tensor:
 #: the gradient test's named losses (module-level functions, so that a monitor that uses one pickles)
 INFERENCE_SKIP = "Gradient tests skipped under inference mode: use `Trainer(inference_mode=False)`."
 
+#: the logged names of the errors against the consensus: ``equivariance/<symmetry>/consensus_error_mean``, ...
+CONSENSUS_PREFIX = "consensus_"
+
 LOSSES: dict[str, Callable[[Tensor, Optional[Tensor]], Tensor]] = {"cross_entropy": cross_entropy_sum, "mse": mse_sum}
 #: the per-pair tables of an :class:`OrbitErrors` that are gathered across processes
 _PAIR_TABLES = (
@@ -78,6 +82,8 @@ class CheckOptions:
     max_batch: Union[int, str] = "auto"
     keep_probs: bool = False  # keep the class probabilities of every pair (the records' detail view)
     chunking: str = "mixed"
+    #: "identity" (the equivariance error only) or "consensus" (the errors against the consensus as well)
+    reference: str = "identity"
 
     def in_grad_mode(self, warn: bool = True) -> "CheckOptions":
         """These options as they can run now: under ``torch.inference_mode`` (Lightning's default for validation
@@ -104,6 +110,9 @@ class CheckResult:
         layers, gradients: this process's layer-wise and gradient results (``None`` when not measured).
         layer_values: ``{layer: isolated error}``, the mean over samples, elements and processes.
         gradient_values: ``{"grad_input" | "grad_param/<param>": error}``, means over elements and processes.
+        consensus: the gathered errors against the consensus (``reference="consensus"``), else ``None``; their
+            summary is in ``scalars`` as ``consensus_<name>`` (``consensus_error_mean``, ...), so that the two
+            references never share a logged name.
     """
 
     symmetry: str
@@ -113,10 +122,14 @@ class CheckResult:
     gradients: Optional[GradientErrors] = None
     layer_values: dict[str, float] = field(default_factory=dict)
     gradient_values: dict[str, float] = field(default_factory=dict)
+    consensus: Optional[OrbitErrors] = None
     scalars: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.scalars = self.summary.to_floats()
+        if self.consensus is not None:
+            floats = summarize_orbit(self.consensus).to_floats()
+            self.scalars.update({f"{CONSENSUS_PREFIX}{k}": v for k, v in floats.items()})
 
     def logged(self) -> dict[str, float]:
         """Every scalar under its logged key: ``equivariance/<symmetry>/<name>``, ``…/layer/<layer>``, ``…/grad_*``."""
@@ -186,20 +199,18 @@ def run_check(
     """Measure ``model`` on this process's probe ``x`` (and ``labels``) under ``symmetry`` at ``elements``.
 
     Every process must call it with the same number of samples (the gathers are collectives). Gradient tests need
-    autograd: the caller skips them under ``torch.inference_mode``.
+    autograd: the caller skips them under ``torch.inference_mode``. With ``options.reference="consensus"`` the
+    same forwards also give the errors against the consensus (``result.consensus``).
     """
-    orbit = orbit_errors(
-        model,
-        x,
-        symmetry,
-        elements,
-        labels=labels,
-        max_batch=options.max_batch,
-        keep_probs=options.keep_probs,
-        chunking=options.chunking,
-    )
+    kw = dict(labels=labels, max_batch=options.max_batch, keep_probs=options.keep_probs, chunking=options.chunking)
+    consensus = None
+    if options.reference == "consensus":  # one pass of the model: the consensus reuses the orbit's outputs
+        orbit, consensus = orbit_errors_with_consensus(model, x, symmetry, elements, **kw)
+        consensus = gather_orbit(consensus, gather)
+    else:
+        orbit = orbit_errors(model, x, symmetry, elements, **kw)
     orbit = gather_orbit(orbit, gather)
-    result = CheckResult(symmetry.name, summarize_orbit(orbit), orbit)
+    result = CheckResult(symmetry.name, summarize_orbit(orbit), orbit, consensus=consensus)
     if not (options.layerwise or options.gradients):
         return result
     sub_x = x[: options.layer_samples]
@@ -225,7 +236,8 @@ def dry_run(
     """One tiny probe (2 samples × 2 elements), so that a symmetry that does not fit the model fails before training,
     with what to change, instead of at the first check."""
     try:
-        orbit_errors(model, x[:2], symmetry, elements[:2], max_batch=4, chunking=options.chunking)
+        probe = orbit_errors_with_consensus if options.reference == "consensus" else orbit_errors
+        probe(model, x[:2], symmetry, elements[:2], max_batch=4, chunking=options.chunking)
         if options.layerwise:
             layer_errors(model, x[:2], symmetry, elements[:2], max_batch=4)
         if options.gradients:

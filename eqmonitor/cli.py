@@ -6,10 +6,12 @@
     eqmonitor report RUN [RUN2] [--symmetry NAME] --out nero.html
 
 A ``RUN`` is a records folder, a TensorBoard/CSV version folder (``lightning_logs/version_0``), a W&B run folder
-(``wandb/run-…-<id>``) or a folder above several runs. Exit codes: 0 done, 2 a bad command line, 3 no usable records
-at a path, 4 runs that cannot be compared as asked (different symmetries or probes, a missing check), 1 anything
-else (an unexpected error, shown with its traceback). Problems in the records that do not stop the work (a torn last
-line after a crash) are printed as warnings.
+(``wandb/run-…-<id>``) or a folder above several runs (given in the order they started). Paired statistics are
+``run − reference``, the reference being the first run (``--reference`` chooses another). Exit codes: 0 done, 2 a
+bad command line (also: ``--names`` of the wrong count, a ``--check`` past the runs' end, a ``--reference`` that is
+none of the runs, more runs than ``report`` takes), 3 no usable records at a path, 4 runs that cannot be compared as
+asked (different symmetries or probes), 1 anything else (an unexpected error, shown with its traceback). Problems in
+the records that do not stop the work (a torn last line after a crash) are printed as warnings.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_RECORDS, EXIT_INCOMPARABLE = 0, 1, 2, 3
 
 _RUNS_HELP = (
     "a records folder, a TensorBoard/CSV version folder (holding eqmonitor_records/), a W&B run folder, or a "
-    "folder above several runs"
+    "folder above several runs (taken in the order they started)"
 )
-_EPILOG = """exit codes: 0 done, 2 bad command line, 3 no usable records at a path, 4 runs that cannot be compared
-as asked (different symmetries or probes), 1 an unexpected error.
+_EPILOG = """exit codes: 0 done, 2 bad command line (or arguments that do not fit the runs: --names, --check,
+--reference, too many runs), 3 no usable records at a path, 4 runs that cannot be compared as asked (different
+symmetries or probes), 1 an unexpected error.
 
 examples:
   eqmonitor compare lightning_logs/version_0 lightning_logs/version_1 --symmetry c4 --out compare/
@@ -81,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         "--unpaired", action="store_true", help="compare runs that probed different samples (no paired statistics)"
     )
     compare.add_argument("--names", metavar="A,B,...", help="names for the runs, comma-separated, in order")
+    compare.add_argument(
+        "--reference",
+        metavar="RUN",
+        help="the run the others are paired against (diff = run − reference): a name, tag or path (default: the "
+        "first run)",
+    )
     compare.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     report = commands.add_parser(
@@ -108,12 +117,12 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def _load(args: argparse.Namespace, most: Optional[int] = None) -> list:
-    from eqmonitor.compare import CompareError, load_runs
+    from eqmonitor.compare import UsageError, load_runs
 
     names = None if args.names is None else [n.strip() for n in args.names.split(",")]
     runs = load_runs(args.runs, names)
     if most is not None and len(runs) > most:
-        raise CompareError(
+        raise UsageError(
             f"{args.command} takes at most {most} runs, but {len(runs)} were found: "
             + ", ".join(f"{r.name} ({r.path})" for r in runs)
         )
@@ -121,11 +130,14 @@ def _load(args: argparse.Namespace, most: Optional[int] = None) -> list:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from eqmonitor.compare import common_symmetry, compare_to_folder
+    from eqmonitor.compare import check_at, common_symmetry, compare_to_folder, pick_reference
     from eqmonitor.progress import progress_bar
 
     runs = _load(args)
     symmetry = common_symmetry(runs, args.symmetry)
+    reference = pick_reference(runs, args.reference)
+    for run in runs:  # a --check past any run's end is a bad command line, before anything is written
+        check_at(run, symmetry, args.check)
     with progress_bar(4, f"eqmonitor compare {symmetry}", enabled=not args.quiet, unit="file") as bar:
         result = compare_to_folder(
             runs,
@@ -135,8 +147,11 @@ def _compare(args: argparse.Namespace) -> int:
             check=args.check,
             unpaired=args.unpaired,
             step=lambda what: bar.update(1),
+            reference=next(i for i, run in enumerate(runs) if run is reference),
         )
     _say(args, (args.out / "summary.md").read_text(encoding="utf-8"))
+    if result["paired"]:
+        _say(args, f"paired statistics: diff = run − reference, reference {reference.name} ({reference.path})")
     if result["paired_skipped"]:
         _say(args, f"note: no paired statistics: {result['paired_skipped']}.")
     _say(args, f"wrote {args.out}/summary.md, summary.csv, summary.json and the figures (*.png)")
@@ -158,12 +173,14 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line on ``argv`` (``sys.argv[1:]`` by default); returns the exit code."""
     args = _parser().parse_args(argv)
-    from eqmonitor.compare import CompareError, NoRecordsError
+    from eqmonitor.compare import CompareError, NoRecordsError, UsageError
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         try:
             code = {"compare": _compare, "report": _report}[args.command](args)
+        except UsageError as error:
+            code = _fail(f"{error} (see: eqmonitor {args.command} --help)", EXIT_USAGE)
         except NoRecordsError as error:
             code = _fail(f"no records: {error}", EXIT_NO_RECORDS)
         except CompareError as error:

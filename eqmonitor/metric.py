@@ -18,6 +18,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from eqmonitor.functional._chunking import check_chunking
+from eqmonitor.functional.consensus import check_reference, orbit_errors_with_consensus
 from eqmonitor.functional.distances import BOUNDED_DISTANCES
 from eqmonitor.functional.orbit import orbit_errors
 from eqmonitor.groups.base import as_elements as _as_elements
@@ -81,11 +82,15 @@ class EquivarianceError(Metric):
         validate_args: check arguments here and tensors on every update.
         output_key: which part of the model's output to compare (a key, an index or a callable; see
             :class:`~eqmonitor.symmetry.Symmetry`), replacing the symmetry's own when given.
+        reference: what each output ``h(φ(g_k, x_n))`` is compared with: ``"identity"`` (default), ``φ̃(g_k, h(x_n))``;
+            ``"consensus"``, ``φ̃(g_k, c(x_n))`` with ``c`` the orbit's consensus (for unlabelled data; see
+            :func:`~eqmonitor.functional.orbit_errors_with_consensus`). Precomputed updates must match it.
         kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
         TypeError: ``symmetry`` is neither a Symmetry nor a dict.
-        ValueError: a bad ``which``, ``reduction``, ``n_elements``, ``max_batch``, ``chunking`` or empty ``elements``.
+        ValueError: a bad ``which``, ``reduction``, ``n_elements``, ``max_batch``, ``chunking``, ``reference`` or empty
+            ``elements``.
 
     Example:
         >>> import torch
@@ -134,6 +139,7 @@ class EquivarianceError(Metric):
         validate_args: bool = True,
         output_key: OutputKey = None,
         chunking: str = "mixed",
+        reference: str = "identity",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +148,7 @@ class EquivarianceError(Metric):
         if validate_args:
             self._validate(symmetry, n_elements, which, reduction, max_batch, keep_samples)
             check_chunking(chunking)
+            check_reference(reference)
         if reduction is None:
             warnings.warn(
                 "`EquivarianceError(reduction=None)` (compute() returning a dict) is deprecated and will be removed "
@@ -152,7 +159,7 @@ class EquivarianceError(Metric):
             )
         symmetry = symmetry.with_output_key(output_key)
         self.symmetry, self.which, self.reduction, self.max_batch = symmetry, which, reduction, max_batch
-        self.chunking = chunking
+        self.chunking, self.reference = chunking, reference
         self.keep_samples, self.validate_args = keep_samples or reduction == "p95", validate_args
         if elements is None:
             elements = symmetry.group.default_elements(n_elements, torch.Generator().manual_seed(seed))
@@ -240,15 +247,9 @@ class EquivarianceError(Metric):
 
     def _legacy_dict(self, s: OrbitSummary) -> dict[str, Tensor]:
         """The ``compute()`` dict of earlier releases (``nonfinite``: the count)."""
-        out = {
-            "mean": s.error_mean,
-            "max": s.error_max,
-            "std": s.error_std,
-            "per_element_mean": s.per_element_mean,
-            "per_element_max": s.per_element_max,
-            "per_element_std": s.per_element_std,
-            "nonfinite": s.nonfinite_count,
-        }
+        out = {"mean": s.error_mean, "max": s.error_max, "std": s.error_std, "per_element_mean": s.per_element_mean,
+               "per_element_max": s.per_element_max, "per_element_std": s.per_element_std,
+               "nonfinite": s.nonfinite_count}  # fmt: skip
         if s.flip_rate is not None:
             out["flip_rate"] = s.flip_rate
         out["elements"] = self.elements.to(self.device)
@@ -275,10 +276,15 @@ class EquivarianceError(Metric):
         if x is None:
             raise TypeError(f"Expected `update(model, x[, labels])` or `update(errors)`, but got no `x` for a "
                             f"{type(model).__name__}.")  # fmt: skip
-        return orbit_errors(model, x, self.symmetry, self.elements, labels=labels, max_batch=self.max_batch,
-                            chunking=self.chunking, validate_args=self.validate_args)  # fmt: skip
+        probe = orbit_errors if self.reference == "identity" else orbit_errors_with_consensus
+        res = probe(model, x, self.symmetry, self.elements, labels=labels, max_batch=self.max_batch,
+                    chunking=self.chunking, validate_args=self.validate_args)  # fmt: skip
+        return res if self.reference == "identity" else res[1]
 
     def _check_result(self, res: OrbitErrors) -> None:
+        if res.reference != self.reference:
+            raise ValueError(f"Expected errors against the metric's reference {self.reference!r}, but got errors "
+                             f"against {res.reference!r}; measure with the same `reference`.")  # fmt: skip
         if repr(res.group) != repr(self.symmetry.group):
             raise ValueError(f"Expected errors of the metric's group {self.symmetry.group!r}, but got {res.group!r}.")
         if self.which == "errors" and res.distance != self.symmetry.error_name:
@@ -347,12 +353,10 @@ class EquivarianceError(Metric):
         for i, v in enumerate(vals):
             mean = v.per_element_mean.detach().cpu()[order].numpy()
             ax.plot(xs, mean, marker="o", ms=3, color=colors[i], label=f"#{i}" if len(vals) > 1 else None)
-            if i == len(vals) - 1:
+            if i == len(vals) - 1 and not polar:
                 std = v.per_element_std.detach().cpu()[order].numpy()
-                if not polar:
-                    ax.fill_between(xs, (mean - std).clip(min=0.0), mean + std, color=colors[i], alpha=0.2, lw=0)
-                if not polar:
-                    ax.axhline(float(v.error_mean), color=colors[i], ls="--", lw=1, label="mean over all pairs")
+                ax.fill_between(xs, (mean - std).clip(min=0.0), mean + std, color=colors[i], alpha=0.2, lw=0)
+                ax.axhline(float(v.error_mean), color=colors[i], ls="--", lw=1, label="mean over all pairs")
         if not polar:
             ax.set_xlabel(label)
             ax.set_ylim(bottom=self.plot_lower_bound, top=self._plot_upper_bound)

@@ -50,6 +50,9 @@ class OrbitErrors:
             (``orbit_errors(..., keep_probs=True)``), else ``None``.
         group: the group; ``distance``: the distance's name; ``symmetry``: the symmetry's name.
         dtype: the model's dtype (sets the verdict bands).
+        reference: what each output ``h(g_k·x_n)`` was compared with: ``"identity"`` (the model's own output at the
+            identity moved forward, ``g_k·h(x_n)``: the equivariance error) or ``"consensus"`` (the consensus moved
+            forward, ``g_k·c(x_n)``; see :func:`~eqmonitor.functional.orbit_errors_with_consensus`).
 
     Statistics: :meth:`summary` gives every logged number at once (an :class:`~eqmonitor.summary.OrbitSummary`,
     computed by :func:`eqmonitor.summary.summarize`, as the monitor and :class:`~eqmonitor.metric.EquivarianceError`
@@ -75,6 +78,7 @@ class OrbitErrors:
     dtype: torch.dtype
     top1: Optional[Tensor] = None
     probs: Optional[Tensor] = None
+    reference: str = "identity"
 
     @property
     def n_samples(self) -> int:

@@ -7,6 +7,13 @@ worker (:class:`~eqmonitor.plots.png.EncodedImage`), written as they are, or RGB
 TensorBoard gets an image summary through the writer's event file (arrays: ``add_image(..., dataformats="HWC")``),
 W&B gets ``wandb.Image`` of the PNG file (no re-encoding); loggers without images are skipped. Alerts go to
 ``wandb.alert``.
+
+W&B also gets each check's aggregate NERO curve as data (:func:`log_check`), so that its own UI overlays runs: a
+``wandb.Table`` ``equivariance/<name>/nero_aggregate_table`` (one row per element: ``element``, ``x``,
+``error_mean``, ``error_max``, ``error_std``, ``exact``, and ``consensus_error_mean`` with
+``reference="consensus"``) and a ``wandb.plot.line_series`` chart ``equivariance/<name>/nero_aggregate_curve`` of
+the same curves over ``x``. TensorBoard compares runs by their folders: put them side by side in one logdir with
+names that say the strategy, ``TensorBoardLogger(root, name="study", version=tag)``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["log_images", "log_scalars", "send_alert"]
+__all__ = ["aggregate_table", "log_check", "log_images", "log_scalars", "send_alert"]
 
 log = logging.getLogger("eqmonitor")
 
@@ -125,3 +132,53 @@ def send_alert(
                 logger.experiment.alert(title=title, text=text, level=level_enum, wait_duration=wait)
             except Exception as err:  # an alert must never kill the run it reports on
                 log.warning("eqmonitor: could not send the W&B alert %r: %s", title, err)
+
+
+def aggregate_table(result: Any) -> tuple[list[str], list[list], str]:
+    """``(columns, rows, x label)`` of a check's aggregate NERO curve, one row per element (see the module
+    docstring): ``x`` is the angle in degrees for rotation groups, the parameter of other one-parameter groups,
+    else the element's index."""
+    orbit = result.orbit
+    group, elements = orbit.group, orbit.elements.detach().cpu()
+    summary = result.summary
+    columns = ["element", "x", "error_mean", "error_max", "error_std", "exact"]
+    values = [summary.per_element_mean, summary.per_element_max, summary.per_element_std]
+    if result.consensus is not None:
+        from eqmonitor.summary import summarize
+
+        columns.append("consensus_error_mean")
+        values.append(summarize(result.consensus).per_element_mean)
+    angle = getattr(group, "angle", None)
+    if group.layout == "circle" and group.param_dim == 1:
+        x, xlabel = torch.rad2deg(angle(elements) if callable(angle) else elements[:, 0].double()), "angle (degrees)"
+    elif group.param_dim == 1:
+        x, xlabel = elements[:, 0].double(), group.param_names[0]
+    else:
+        x, xlabel = torch.arange(len(elements), dtype=torch.float64), "element index"
+    curves = torch.stack([v.detach().to("cpu", torch.float64) for v in values], 1).tolist()
+    exact = orbit.exact.detach().cpu().tolist()
+    rows = [[group.describe(e), float(xk), *curve[:3], bool(ex), *curve[3:]]
+            for e, xk, curve, ex in zip(elements, x.tolist(), curves, exact)]  # fmt: skip
+    return columns, rows, xlabel
+
+
+def log_check(trainer: Any, result: Any, step: int) -> None:
+    """One check's scalars to every logger (:func:`log_scalars`) and, on rank 0, its aggregate NERO curve to every
+    W&B logger as a ``wandb.Table`` and a ``wandb.plot.line_series`` chart (see the module docstring)."""
+    log_scalars(trainer, result.logged(), step)
+    loggers = [lg for lg in trainer.loggers if _is_wandb(lg)] if trainer.is_global_zero else []
+    if not loggers:
+        return
+    import wandb
+
+    columns, rows, xlabel = aggregate_table(result)
+    order = sorted(range(len(rows)), key=lambda i: rows[i][1])
+    curves = [c for c in columns if c.endswith("error_mean")]
+    ys = [[rows[i][columns.index(c)] for i in order] for c in curves]
+    ns = f"equivariance/{result.symmetry}"
+    for logger in loggers:
+        chart = wandb.plot.line_series([rows[i][1] for i in order], ys, keys=curves, xname=xlabel,
+                                       title=f"{result.symmetry}: aggregate NERO curve at step {step}")  # fmt: skip
+        table = wandb.Table(columns=columns, data=rows)
+        logger.experiment.log({f"{ns}/nero_aggregate_table": table, f"{ns}/nero_aggregate_curve": chart,
+                               "trainer/global_step": step})  # fmt: skip

@@ -156,3 +156,63 @@ def test_deprecated_report_names_still_answer(c4_averaged, digits, c4):
         assert report.exact_mean == report.exact_error
     with pytest.warns(DeprecationWarning, match="nonfinite_count"):
         assert report.n_nonfinite == report.nonfinite_count == 0
+
+
+def _square_images(n: int, size: int = 32, side: int = 4, seed: int = 0) -> torch.Tensor:
+    """``n`` noise-free images with one bright square each, within 4 pixels of the centre."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 1, size, size)
+    for i, (r, c) in enumerate(torch.randint(-4, 5, (n, 2), generator=g).tolist()):
+        top, left = (size - side) // 2 + r, (size - side) // 2 + c
+        images[i, 0, top : top + side, left : left + side] = 1.0
+    return images
+
+
+def _centroid_boxes(images: torch.Tensor) -> torch.Tensor:
+    """A box of side 4 about the intensity centroid: translation-covariant while the object stays inside."""
+    w = images[:, 0].clamp_min(0) ** 2
+    axis = torch.arange(images.shape[-1], dtype=images.dtype)
+    mass = w.sum((1, 2))
+    cx, cy = (w.sum(1) * axis).sum(1) / mass, (w.sum(2) * axis).sum(1) / mass
+    return torch.stack([cx - 2, cy - 2, cx + 2, cy + 2], 1)
+
+
+def test_audit_against_the_consensus_of_boxes():
+    from eqmonitor.actions import Boxes, ImageAction
+    from eqmonitor.groups import Translation
+
+    sym = eqm.Symmetry(Translation(2, max_shift=6, integer=True), ImageAction(mask=None), Boxes((32, 32)))
+    x = _square_images(8)
+    exact = eqm.audit(_centroid_boxes, x, sym, n_elements=12, reference="consensus", progress=False)
+    assert exact.verdict == "exact" and "against the consensus" in exact.to_text()
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 32 * 32, 4))  # fmt: skip
+    broken = eqm.audit(cnn, x, sym, n_elements=12, reference="consensus", progress=False)
+    assert broken.verdict == "broken"
+    expected = eqm.functional.consensus_errors(cnn, x, sym, broken.orbit.elements)
+    assert broken.stats["relative"]["error_max"] == pytest.approx(float(expected.max()), rel=1e-6)
+    assert broken.orbit.reference == "consensus"
+
+
+def test_audit_against_the_consensus_of_a_classifier(c4_averaged, digits, c4):
+    x, _ = digits
+    kl = eqm.Symmetry.from_spec(name="c4", group="c4", input="image", output="invariant", error="kl")
+    assert eqm.audit(c4_averaged, x[:16], kl, reference="consensus", progress=False).verdict == "exact"
+    torch.manual_seed(0)
+    plain = eqm.demos.SmallCNN().eval()
+    report = eqm.audit(plain, x[:16], kl, reference="consensus", progress=False)
+    expected = eqm.functional.consensus_errors(plain, x[:16], kl, kl.group.all_elements())
+    assert report.stats["kl"]["error_mean"] == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert report.verdict not in ("exact", "excellent") and report.kind == "invariant, against the consensus"
+    own = eqm.audit(plain, x[:16], kl, progress=False)
+    assert own.kind == "invariant" and own.stats["kl"]["error_mean"] != report.stats["kl"]["error_mean"]
+
+
+def test_audit_refuses_a_bad_reference(c4_averaged, digits, c4):
+    x, _ = digits
+    with pytest.raises(ValueError, match="Expected `reference` to be one of"):
+        eqm.audit(c4_averaged, x[:4], c4, reference="labels", progress=False)
+    conf = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant", error="confidence")
+    with pytest.raises(ValueError, match="needs labels"):
+        eqm.audit(c4_averaged, x[:4], conf, reference="consensus", progress=False)

@@ -494,3 +494,24 @@ def test_two_process_ddp_equals_single_process(tmp_path):
                 assert out[key] is None, key
             else:
                 torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-7, equal_nan=True, msg=key)
+
+
+def test_consensus_reference_accumulates_the_errors_against_the_consensus(digits):
+    x, _ = digits
+    torch.manual_seed(0)
+    model = eqm.demos.SmallCNN().eval()
+    spec = {"name": "c4", "group": "c4", "input": "image", "output": "invariant", "error": "kl"}
+    metric = EquivarianceError(spec, reference="consensus")
+    metric.update(model, x[:8])
+    metric.update(model, x[8:16])
+    sym = metric.symmetry
+    expected = eqm.functional.consensus_errors(model, x[:16], sym, metric.elements)
+    torch.testing.assert_close(metric.compute(), expected.mean(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(metric.per_element(), expected.mean(0), rtol=1e-6, atol=0)
+    assert metric.compute() != EquivarianceError(spec)(model, x[:16])  # another reference, another number
+    _, cons = eqm.functional.orbit_errors_with_consensus(model, x[:4], sym, metric.elements)
+    metric.update(cons)  # precomputed errors of the same reference
+    with pytest.raises(ValueError, match="reference 'consensus'.*against 'identity'"):
+        metric.update(orbit_errors(model, x[:4], sym, metric.elements))
+    with pytest.raises(ValueError, match="Expected `reference` to be one of"):
+        EquivarianceError(spec, reference="truth")

@@ -32,7 +32,7 @@ from eqmonitor.callbacks.probe_set import ProbeSet, probe_for_fit
 from eqmonitor.callbacks.records_folder import records_folder
 from eqmonitor.callbacks.run_records import RunRecords
 from eqmonitor.check import LOSSES, CheckOptions, CheckResult, dry_run, run_check, single_process
-from eqmonitor.sinks import log_scalars
+from eqmonitor.sinks import log_check
 from eqmonitor.symmetry import Symmetry, resolve_symmetries
 
 __all__ = ["EquivarianceDriftWarning", "EquivarianceMonitor", "LOSSES", "resolve_symmetries"]  # re-exported
@@ -52,9 +52,11 @@ class EquivarianceMonitor(Callback):
         equivariance/<name>/error_mean | error_max | error_p95 | nonfinite | exact_error | interp_error | flip_rate
         equivariance/<name>/layer/<layer>            (layerwise=True: isolated error of each layer)
         equivariance/<name>/grad_input, grad_param/<param>   (gradients=True)
+        equivariance/<name>/consensus_error_mean | consensus_error_max | ...   (reference="consensus": the same
+                                                     fields, against the consensus)
 
     (the first line holds the fields of :func:`eqmonitor.summary.summarize`, which :func:`~eqmonitor.check.run_check`
-    calls once per check)
+    calls once per check; W&B also gets the aggregate curve as a table, :func:`eqmonitor.sinks.log_check`)
     and images ``equivariance/<name>/nero_aggregate | nero_individual | nero_dr | layers`` (rendered in a worker
     process on rank 0, logged at the step of their check), appends a record of each check to this run's own records
     folder (``<log_dir>/eqmonitor_records`` with TensorBoard/CSV, ``<save_dir>/eqmonitor_records/<run id>`` with W&B,
@@ -95,9 +97,14 @@ class EquivarianceMonitor(Callback):
             take; while over it, scheduled checks are deferred to the next due one, with a warning the first time.
         tag: a name for this run's strategy (``"plain"``, ``"c4-augmented"``), kept in its records: what
             ``eqmonitor compare`` calls the run.
+        reference: ``"identity"`` (default): each output ``h(g·x)`` against ``g·h(x)``, the equivariance error.
+            ``"consensus"``: also against ``g·c(x)``, the consensus moved forward (NERO's stand-in for unknown labels;
+            :func:`~eqmonitor.functional.orbit_errors_with_consensus`, from the same forwards), logged and recorded
+            under ``consensus_<name>`` beside the unchanged default keys, so the two never share a curve.
 
     Attributes:
-        history: per symmetry, the list of checks (``global_step``, ``epoch``, scalars).
+        history: per symmetry, the list of checks (``global_step``, ``epoch`` as Lightning counts it from 0,
+            ``epochs_done``: completed training epochs, 0 before training, what ``eqmonitor compare`` plots, scalars).
         probe: this rank's :class:`~eqmonitor.callbacks.probe_set.ProbeSet` once drawn.
         latest: per symmetry, the latest :class:`~eqmonitor.check.CheckResult`.
         check_seconds: training-process seconds of each check (all symmetries, records and figure hand-over).
@@ -142,23 +149,24 @@ class EquivarianceMonitor(Callback):
         max_overhead: Optional[float] = None,
         tag: Optional[str] = None,
         chunking: str = "mixed",
+        reference: str = "identity",
     ) -> None:
         super().__init__()
         self.symmetries = resolve_symmetries(symmetries, output_key)
         counts = {"n_samples": n_samples, "n_elements": n_elements, "layer_samples": layer_samples}
         counts["plots_every_n_checks"] = plots_every_n_checks
         check_monitor_arguments(
-            every_n_epochs, every_n_train_steps, check_at_start, counts, drift_warmup, loss_fn, max_batch, chunking, tag
-        )
+            every_n_epochs, every_n_train_steps, check_at_start, counts, drift_warmup, loss_fn, max_batch, chunking,
+            tag, reference=reference, symmetries=self.symmetries,
+        )  # fmt: skip
         self.every_n_epochs = every_n_epochs or 0
         self.every_n_train_steps = every_n_train_steps or 0
         self.check_at_start = check_at_start
         self.n_samples, self.n_elements, self.seed = n_samples, n_elements, seed
         self.probe_data, self.input_key, self.label_key = probe_data, input_key, label_key
         self.loss_fn = LOSSES[loss_fn] if isinstance(loss_fn, str) else loss_fn
-        self.options = CheckOptions(
-            layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records, chunking=chunking
-        )
+        self.options = CheckOptions(layerwise, gradients, self.loss_fn, layer_samples, max_batch, keep_probs=records,
+                                    chunking=chunking, reference=reference)  # fmt: skip
         self.tag = tag
         self.plots = plots
         self.drift_warmup = drift_warmup
@@ -326,16 +334,18 @@ class EquivarianceMonitor(Callback):
         options = self.options.in_grad_mode(warn=not self._warned_inference)
         self._warned_inference |= options is not self.options
         gather = single_process if trainer.world_size <= 1 else trainer.strategy.all_gather
-        warm = epoch + int(epoch_end) >= self.drift_warmup  # completed training epochs
+        epochs_done = epoch + int(epoch_end)  # completed training epochs (0 at the check before training)
+        warm = epochs_done >= self.drift_warmup
         done = []
         for sym in self.symmetries:
             x, labels = self.probe.x, self.probe.labels
             # the logged numbers: result.summary, computed by eqmonitor.summary.summarize inside run_check
             result = run_check(pl_module, x, labels, sym, self._elements[sym.name], options, gather)
             self.latest[sym.name] = result
-            entry = {"global_step": step, "epoch": epoch, "time": time.time(), "metrics": result.scalars}
+            entry = {"global_step": step, "epoch": epoch, "epochs_done": epochs_done, "time": time.time(),
+                     "metrics": result.scalars}  # fmt: skip
             self.history[sym.name].append(entry)
-            log_scalars(trainer, result.logged(), step)
+            log_check(trainer, result, step)  # scalars; W&B also gets the aggregate curve as a table
             alerts = self.drift.update(sym.name, result.scalars, step, epoch, warm=warm)
             emit_drift_alerts(trainer, alerts)
             done.append((result, entry, alerts))

@@ -8,10 +8,11 @@ The checks of :class:`~eqmonitor.callbacks.EquivarianceMonitor`'s arguments, at 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from eqmonitor.callbacks.breach import EquivarianceConfigError
 from eqmonitor.check import LOSSES
+from eqmonitor.functional import REFERENCES
 from eqmonitor.functional._chunking import check_chunking
 
 __all__ = ["check_monitor_arguments"]
@@ -27,6 +28,8 @@ def check_monitor_arguments(
     max_batch: Any,
     chunking: str,
     tag: Optional[str],
+    reference: str = "identity",
+    symmetries: Sequence[Any] = (),
 ) -> None:
     """Raise for arguments that cannot work (``counts``: the arguments that must be positive, by name)."""
     if not every_n_epochs and not every_n_train_steps and not check_at_start:
@@ -48,3 +51,14 @@ def check_monitor_arguments(
     check_chunking(chunking)
     if tag is not None and (not isinstance(tag, str) or not tag):
         raise TypeError(f"`tag` must be a non-empty string or None, got {tag!r}.")
+    if not (isinstance(reference, str) and reference in REFERENCES):
+        raise EquivarianceConfigError(
+            f"`reference` must be one of {REFERENCES}, got {reference!r}: 'identity' (the default) measures each "
+            "output against the model's own output at the identity, 'consensus' also against the orbit's consensus."
+        )
+    labelled = [s.name for s in symmetries if reference == "consensus" and s.needs_labels]
+    if labelled:
+        raise EquivarianceConfigError(
+            f"`reference='consensus'` stands in for labels, but {', '.join(map(repr, labelled))} measure the "
+            "`confidence` error, which needs them: give those symmetries an error such as 'kl', 'flip' or 'relative'."
+        )

@@ -40,7 +40,9 @@ def bounded_probs(probs: Tensor, budget: int = MAX_PROB_VALUES) -> dict[str, Ten
 
 def record_of(result: CheckResult, entry: dict, alerts: list, breaches: list) -> tuple[dict, dict]:
     """The JSON record and the arrays of one check: ``errors``, ``nonfinite``, ``elements``, ``exact`` and, for class
-    scores, ``flips``, ``top1`` and (when kept) ``probs``; with labels ``confidence`` and ``confidence_ref``."""
+    scores, ``flips``, ``top1`` and (when kept) ``probs``; with labels ``confidence`` and ``confidence_ref``; with
+    ``reference="consensus"`` ``consensus_errors`` (and ``"reference": "consensus"`` in the record, whose
+    ``metrics`` hold the ``consensus_*`` scalars)."""
     record = {
         "symmetry": result.symmetry,
         **entry,
@@ -61,6 +63,9 @@ def record_of(result: CheckResult, entry: dict, alerts: list, breaches: list) ->
         arrays["top1"] = orbit.top1.to(torch.int32)
     if orbit.probs is not None:
         arrays.update(bounded_probs(orbit.probs))
+    if result.consensus is not None:  # reference="consensus": the errors against the consensus, [N, K]
+        record["reference"] = "consensus"
+        arrays["consensus_errors"] = result.consensus.errors
     return record, {k: v.detach().cpu() for k, v in arrays.items()}
 
 

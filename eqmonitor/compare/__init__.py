@@ -9,7 +9,17 @@ The command line ``eqmonitor compare RUN... --out DIR`` writes the same table an
 
 from eqmonitor.compare.figures import aggregate_figure, curves_figure, per_class_figure, run_colors
 from eqmonitor.compare.output import compare_to_folder, markdown_table
-from eqmonitor.compare.runs import CompareError, NoRecordsError, Run, find_records, load_run, load_runs
+from eqmonitor.compare.runs import (
+    CompareError,
+    NoRecordsError,
+    Run,
+    UsageError,
+    epochs_done,
+    find_records,
+    load_run,
+    load_runs,
+    pick_reference,
+)
 from eqmonitor.compare.stats import (
     SUMMARY_COLUMNS,
     aggregate_curve,
@@ -27,6 +37,7 @@ __all__ = [
     "CompareError",
     "NoRecordsError",
     "Run",
+    "UsageError",
     "aggregate_curve",
     "aggregate_figure",
     "check_at",
@@ -34,6 +45,7 @@ __all__ = [
     "compare_to_folder",
     "curve",
     "curves_figure",
+    "epochs_done",
     "find_records",
     "load_run",
     "load_runs",
@@ -41,6 +53,7 @@ __all__ = [
     "paired",
     "per_class",
     "per_class_figure",
+    "pick_reference",
     "run_colors",
     "same_probe",
     "summary",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from eqmonitor.compare.figures import aggregate_figure, curves_figure, per_class_figure
-from eqmonitor.compare.runs import CompareError, Run
+from eqmonitor.compare.runs import CompareError, Run, pick_reference
 from eqmonitor.compare.stats import SUMMARY_COLUMNS, paired, per_class, same_probe, summary
 
 __all__ = ["compare_to_folder", "markdown_table"]
@@ -52,15 +52,19 @@ def compare_to_folder(
     check: int = -1,
     unpaired: bool = False,
     step: Optional[Callable[[str], None]] = None,
+    reference: Optional[Any] = None,
 ) -> dict:
     """Write ``summary.md``, ``summary.csv``, ``summary.json`` and ``aggregate.png``, ``curves.png`` (and
-    ``per_class.png`` with labels) for ``symmetry`` into ``out``; returns what ``summary.json`` holds.
+    ``per_class.png`` with labels) for ``symmetry`` into ``out``; returns what ``summary.json`` holds. Paired
+    differences are ``run − reference``, the reference being ``runs[0]`` unless ``reference`` names another
+    (:func:`~eqmonitor.compare.runs.pick_reference`); ``summary.json`` and ``summary.md`` name it.
 
     Raises:
         CompareError: the runs probed different samples and ``unpaired`` is not set (paired statistics would pair
             unrelated samples).
     """
     step = step or (lambda what: None)
+    ref = pick_reference(runs, reference)
     why = same_probe(runs, symmetry) if len(runs) > 1 else None
     if why is not None and not unpaired:
         raise CompareError(
@@ -69,15 +73,16 @@ def compare_to_folder(
         )
     out.mkdir(parents=True, exist_ok=True)
     rows = summary(runs, symmetry, by)
-    pairs = paired(runs, symmetry, check) if len(runs) > 1 and why is None else []
+    at = next(i for i, run in enumerate(runs) if run is ref)
+    pairs = paired(runs, symmetry, check, reference=at) if len(runs) > 1 and why is None else []
     labelled = all(run.labels() is not None for run in runs)
     classes = {run.name: per_class(run, symmetry, check) for run in runs} if labelled else {}
-    result = {"symmetry": symmetry, "by": by, "check": check, "summary": rows, "paired": pairs,
+    result = {"symmetry": symmetry, "by": by, "check": check, "reference": ref.name, "summary": rows, "paired": pairs,
               "paired_skipped": why, "per_class": classes, "runs": {r.name: str(r.path) for r in runs}}  # fmt: skip
     step("table")
     text = f"# {symmetry}: {len(runs)} runs\n\n" + markdown_table(rows, SUMMARY_COLUMNS)
     if pairs:
-        text += "\n## Paired, per sample (mean error over the elements; diff = run − reference)\n\n"
+        text += f"\n## Paired, per sample (mean error over the elements; diff = run − reference, {ref.name})\n\n"
         text += markdown_table(pairs, PAIRED_COLUMNS)
     elif why:
         text += f"\nNo paired statistics: {why}.\n"

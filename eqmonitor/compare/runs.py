@@ -22,7 +22,17 @@ from eqmonitor.callbacks.records_folder import RECORDS_FOLDER
 from eqmonitor.records_meta import read_meta, read_probe
 from eqmonitor.records_read import _read_run_file, load_arrays, read_records
 
-__all__ = ["CompareError", "NoRecordsError", "Run", "find_records", "load_run", "load_runs"]
+__all__ = [
+    "CompareError",
+    "NoRecordsError",
+    "Run",
+    "UsageError",
+    "epochs_done",
+    "find_records",
+    "load_run",
+    "load_runs",
+    "pick_reference",
+]
 
 PathLike = Union[str, Path]
 _WANDB_RUN = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9]+)$")
@@ -35,6 +45,22 @@ class CompareError(ValueError):
 
 class NoRecordsError(CompareError):
     """A path that holds no (usable) records."""
+
+
+class UsageError(CompareError):
+    """Arguments that do not fit the runs: names of the wrong count, a check past the end, more runs than a command
+    takes, a reference that is none of the runs (the command line exits with 2, a bad command line)."""
+
+
+def epochs_done(record: dict) -> int:
+    """The training epochs completed at a check, what comparisons and the explorer call its epoch: 0 at the check
+    before training, 1 after the first epoch. A record's ``epoch`` is Lightning's ``current_epoch`` (0-based: the
+    epoch in progress, so 0 both before training and at the end of the first epoch); records written since
+    ``epochs_done`` existed hold it, older ones are read as ``epoch + 1`` once training started."""
+    done = record.get("epochs_done")
+    if isinstance(done, int) and not isinstance(done, bool):
+        return done
+    return int(record["epoch"]) + int(record["global_step"] > 0)
 
 
 @dataclass
@@ -117,7 +143,9 @@ class Run:
 def find_records(path: PathLike) -> list[Path]:
     """The records folders at ``path``: the folder itself, its ``eqmonitor_records`` (a TensorBoard or CSV version
     folder), the records of a W&B run folder (``wandb/run-<date>-<id>`` → ``eqmonitor_records/<id>``), or every
-    records folder below ``path`` (a ``lightning_logs`` folder of several versions), sorted.
+    records folder below ``path`` (a ``lightning_logs`` folder of several versions) in the order the runs started
+    (``run.json``'s ``created``; folders without it last, by name with numbers in numeric order: ``version_2``
+    before ``version_10``), so that the first run trained comes first whatever the folders are called.
 
     Raises:
         NoRecordsError: ``path`` does not exist or holds no records.
@@ -141,13 +169,23 @@ def find_records(path: PathLike) -> list[Path]:
             f"{str(path)!r} is a W&B run folder, but its records are not at {str(candidate)!r}: the monitor writes "
             f"them to <save_dir>/{RECORDS_FOLDER}/<run id>; pass that folder."
         )
-    found = sorted(p.parent for p in _walk(path, 0))
+    found = sorted((p.parent for p in _walk(path, 0)), key=_run_order)
     if not found:
         raise NoRecordsError(
             f"No records in {str(path)!r}: expected {RECORDS_FILE} there, in {RECORDS_FOLDER}/ (a TensorBoard or CSV "
             f"version folder), or in folders below it. Records are written by EquivarianceMonitor(records=True)."
         )
     return found
+
+
+def _run_order(folder: Path) -> tuple:
+    """Sort key of a records folder: when its run started, then its path with numbers compared as numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        created = (_read_run_file(folder) or {}).get("created")
+    natural = [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(folder))]
+    known = isinstance(created, (int, float)) and not isinstance(created, bool)
+    return (0, float(created), natural) if known else (1, 0.0, natural)
 
 
 def _walk(path: Path, depth: int) -> list[Path]:
@@ -191,14 +229,19 @@ def _default_name(path: Path) -> str:
 def load_runs(paths: Sequence[PathLike], names: Optional[Sequence[str]] = None) -> list[Run]:
     """Load every run at ``paths`` (each expanded with :func:`find_records`), with unique names.
 
+    Runs keep the order of ``paths``; a path above several runs gives them in the order they started (see
+    :func:`find_records`). The first run is the reference of paired statistics unless one is chosen
+    (:func:`pick_reference`).
+
     Raises:
-        CompareError: a path holds no records, or ``names`` does not match the runs found.
+        NoRecordsError: a path holds no records.
+        UsageError: ``names`` does not match the runs found.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     folders = [f for p in paths for f in find_records(p)]
     if names is not None and len(names) != len(folders):
-        raise CompareError(f"Got {len(names)} names for {len(folders)} runs ({', '.join(map(str, folders))}).")
+        raise UsageError(f"Got {len(names)} names for {len(folders)} runs ({', '.join(map(str, folders))}).")
     runs = [load_run(f, None if names is None else names[i]) for i, f in enumerate(dict.fromkeys(folders))]
     seen: dict[str, int] = {}
     for run in runs:
@@ -208,3 +251,27 @@ def load_runs(paths: Sequence[PathLike], names: Optional[Sequence[str]] = None) 
         else:
             seen[run.name] = 1
     return runs
+
+
+def pick_reference(runs: Sequence[Run], reference: Optional[Union[str, int]] = None) -> Run:
+    """The run the others are measured against (paired differences are ``run − reference``): ``runs[0]`` (the first
+    run named, or the first started of a folder of runs) when ``reference`` is ``None``, else the run of that name,
+    tag, records path or index.
+
+    Raises:
+        UsageError: ``reference`` is none of the runs.
+    """
+    if not runs:
+        raise UsageError("No runs to compare.")
+    if reference is None:
+        return runs[0]
+    if isinstance(reference, int) and not isinstance(reference, bool):
+        if -len(runs) <= reference < len(runs):
+            return runs[reference]
+    else:
+        for key in (lambda r: r.name, lambda r: r.tag, lambda r: str(r.path), lambda r: str(r.path.parent)):
+            hits = [r for r in runs if key(r) == str(reference)]
+            if len(hits) == 1:
+                return hits[0]
+    listing = ", ".join(f"{r.name} ({r.path})" for r in runs)
+    raise UsageError(f"The reference {reference!r} is none of the runs: {listing}.")

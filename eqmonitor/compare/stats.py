@@ -4,11 +4,11 @@ paired statistics (numpy only; the figures and the command line read these)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from eqmonitor.compare.runs import CompareError, Run
+from eqmonitor.compare.runs import CompareError, Run, UsageError, epochs_done, pick_reference
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -64,12 +64,12 @@ def common_symmetry(runs: Sequence[Run], symmetry: Optional[str] = None) -> str:
 
 
 def _x(record: dict, by: str) -> float:
-    """A check's position: its global step, or (``by="epoch"``) its epoch counted from 1 once training started (the
-    check before training is at 0)."""
+    """A check's position: its global step, or (``by="epoch"``) the training epochs completed at it
+    (:func:`~eqmonitor.compare.runs.epochs_done`: 0 before training, 1 after the first epoch)."""
     if by == "step":
         return float(record["global_step"])
     if by == "epoch":
-        return float(record["epoch"] + (record["global_step"] > 0))
+        return float(epochs_done(record))
     raise ValueError(f"Expected `by` to be 'epoch' or 'step', but got {by!r}.")
 
 
@@ -82,12 +82,19 @@ def curve(run: Run, symmetry: str, metric: str = "error_mean", by: str = "epoch"
 
 
 def check_at(run: Run, symmetry: str, check: int = -1) -> dict:
-    """The ``check``-th record of ``symmetry`` (``-1``: the last), with a clear error past the end."""
+    """The ``check``-th record of ``symmetry`` (``-1``: the last).
+
+    Raises:
+        UsageError: there is no such check (the error says which there are).
+    """
     checks = run.checks(symmetry)
     try:
         return checks[check]
     except IndexError:
-        raise CompareError(f"{run.name} has {len(checks)} checks of {symmetry!r}; there is no check {check}.") from None
+        raise UsageError(
+            f"{run.name} has {len(checks)} checks of {symmetry!r}, so there is no check {check}: choose one from "
+            f"{-len(checks)} to {len(checks) - 1} (-1: the last)."
+        ) from None
 
 
 def _area(x: np.ndarray, v: np.ndarray) -> float:
@@ -188,30 +195,40 @@ def same_probe(runs: Sequence[Run], symmetry: str) -> Optional[str]:
 
 
 def paired(
-    runs: Sequence[Run], symmetry: str, check: int = -1, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    runs: Sequence[Run],
+    symmetry: str,
+    check: int = -1,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    reference: Optional[Union[str, int]] = None,
 ) -> list[dict]:
-    """Each run against the first, sample by sample, on the same probe: per sample the mean error over elements.
+    """Each run against the reference, sample by sample, on the same probe: per sample the mean error over elements.
 
-    For each other run ``b`` against the reference ``a`` (``runs[0]``): ``reference_better`` / ``run_better`` /
+    For each other run ``b`` against the reference ``a`` (:func:`~eqmonitor.compare.runs.pick_reference`:
+    ``runs[0]`` unless ``reference`` names another): ``reference_better`` / ``run_better`` /
     ``ties`` (samples where ``a``'s error is lower / higher / equal), ``mean_diff`` = mean over samples of ``e_b − e_a``
     (negative: ``b`` is more equivariant) and its percentile bootstrap interval ``ci_low``, ``ci_high`` at
     ``level`` (``n_boot`` resamples of the samples, ``numpy.random.default_rng(seed)``).
 
     Raises:
         CompareError: the probes or elements differ (see :func:`same_probe`), or there is one run.
+        UsageError: ``reference`` is none of the runs, or ``check`` is past a run's end.
     """
     if len(runs) < 2:
         raise CompareError("Paired statistics need at least two runs.")
     why = same_probe(runs, symmetry)
     if why is not None:
         raise CompareError(f"No paired statistics: {why}.")
+    ref = pick_reference(runs, reference)
+    ordered = [ref] + [run for run in runs if run is not ref]
     with _quiet():
         per_sample = [np.nanmean(run.arrays(check_at(run, symmetry, check))["errors"].astype(np.float64), 1)
-                      for run in runs]  # fmt: skip
+                      for run in ordered]  # fmt: skip
     a = per_sample[0]
     rng = np.random.default_rng(seed)
     rows = []
-    for run, b in zip(runs[1:], per_sample[1:]):
+    for run, b in zip(ordered[1:], per_sample[1:]):
         ok = np.isfinite(a) & np.isfinite(b)
         d = (b - a)[ok]
         n = int(ok.sum())
@@ -223,7 +240,7 @@ def paired(
             mean = float(d.mean())
         rows.append(
             {
-                "reference": runs[0].name,
+                "reference": ref.name,
                 "run": run.name,
                 "samples": n,
                 "reference_better": int((d > 0).sum()),

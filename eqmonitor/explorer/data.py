@@ -1,5 +1,6 @@
 """What the explorer page shows of one run, computed in Python once: per check the orbit tables, their PCA, the
-class probabilities and the consensus; the probe inputs moved by every element; the layout of the group's elements.
+class probabilities and the consensus (and the errors against it, for runs monitored with ``reference="consensus"``);
+the probe inputs moved by every element; the layout of the group's elements.
 
 Everything is flat ``float32`` / ``int32`` arrays that the page's callbacks index as ``[check][sample][element]``.
 """
@@ -13,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from eqmonitor.compare.runs import CompareError, Run
+from eqmonitor.compare.runs import CompareError, Run, epochs_done
 
 __all__ = ["MAX_PROB_VALUES", "RunView", "image_action", "run_view"]
 
@@ -33,6 +34,7 @@ class RunView:
     errors: np.ndarray  # [T, N, K]
     probs: Optional[np.ndarray]  # [T', N, K, C] (T' = T, or 1: the last check only)
     consensus: Optional[np.ndarray]  # [T', N, C]: the orbit average of the probabilities
+    consensus_errors: Optional[np.ndarray]  # [T, N, K] errors against the consensus (reference="consensus"), or None
     pca: np.ndarray  # [T, N, 2]
     labels: Optional[np.ndarray]  # [N]
     images: Optional[np.ndarray]  # [N, K, H, W] uint8, the probe input at each element
@@ -130,19 +132,24 @@ def run_view(run: Run, symmetry: str) -> RunView:
         probs = np.stack([np.asarray(a["probs"], dtype=np.float32) for a in chosen])
         with np.errstate(all="ignore"):
             consensus = np.nanmean(probs, 2)  # class scores are invariant: the orbit average of the probabilities
+    cons_errors = None
+    if any("consensus_errors" in a for a in arrays):  # NaN at checks recorded without them
+        cons_errors = np.stack([np.asarray(a["consensus_errors"], dtype=np.float32) if "consensus_errors" in a
+                                else np.full((n, k), np.nan, dtype=np.float32) for a in arrays])  # fmt: skip
     elements = np.asarray(arrays[-1]["elements"], dtype=np.float64).reshape(k, -1)
     kind, ex, ey, part, names, xlabel = _layout(run, symmetry, elements)
     labels = run.labels()
     return RunView(
         name=run.name,
         steps=[r["global_step"] for r in checks],
-        epochs=[r["epoch"] for r in checks],
+        epochs=[epochs_done(r) for r in checks],
         n=n,
         k=k,
         c=c,
         errors=errors,
         probs=probs,
         consensus=consensus,
+        consensus_errors=cons_errors,
         pca=np.stack([_pca(e.astype(np.float64)) for e in errors]).astype(np.float32),
         labels=None if labels is None or labels.shape[0] != n else labels,
         images=_images(run, symmetry, elements),

@@ -10,6 +10,9 @@ NERO's five linked views per run, over the checks of one symmetry:
 5. **detail**: the class probabilities at that element, beside the *consensus* (the orbit average of the
    probabilities, NERO's proxy for ground truth when there are no labels).
 
+Runs monitored with ``reference="consensus"`` also show their errors against the consensus: a grey curve on the
+aggregate (all samples) and individual plots, and its value in the line above the plots.
+
 Clicking a scatter point selects a sample, clicking an element on the aggregate or individual plot selects the
 transform; the selection is shared by both runs. The callbacks only index the embedded arrays and set the plots'
 data (Bokeh draws); nothing is fetched, so the page works from ``file://`` without a network.
@@ -99,7 +102,9 @@ def _run_column(view: RunView, index: int) -> tuple[Any, dict]:
     with np.errstate(all="ignore"):
         means = [np.nanmean(view.errors, 1)] + [np.nanmean(view.errors[:, view.labels == c], 1) for c in classes]
     agg_radius = nice_max(np.stack(means))
-    ind_radius = nice_max(view.errors)
+    ind_radius = nice_max(
+        view.errors if view.consensus_errors is None else np.stack([view.errors, view.consensus_errors])
+    )
     agg_map = LinearColorMapper(palette=_PALETTE, low=0, high=agg_radius)
     ind_map = LinearColorMapper(palette=_PALETTE, low=0, high=ind_radius)
     agg_fig, agg = _orbit_figure(view, "aggregate: mean error per class", f"agg_{tag}", agg_radius, agg_map)
@@ -154,7 +159,8 @@ def _run_column(view: RunView, index: int) -> tuple[Any, dict]:
         "ex": view.ex.tolist(), "ey": [] if view.ey is None else view.ey.tolist(), "cx": cx.tolist(),
         "cy": cy.tolist(), "names": view.element_names, "classes": classes,
         "labels": [] if view.labels is None else view.labels.tolist(),
-        "err": flat(view.errors), "pca": flat(view.pca), "probs": flat(view.probs), "cons": flat(view.consensus),
+        "err": flat(view.errors), "cerr": flat(view.consensus_errors), "pca": flat(view.pca),
+        "probs": flat(view.probs), "cons": flat(view.consensus),
         "Tp": 0 if view.probs is None else int(view.probs.shape[0]),
         "img": flat(np.flip(view.images, -2) if view.images is not None else None),
         "H": 0 if view.images is None else int(view.images.shape[-2]),

@@ -67,6 +67,8 @@ for (const r of runs.map(plain)) {
     curves(r, mean(r, E, off, (s) => r.labels[s] === c), palette[i % palette.length], 1.2, `class ${c}`, lines);
   });
   curves(r, all, "#000000", 3, "all", lines);
+  const C = r.cerr ? r.cerr.data.v : null;  // errors against the consensus (reference="consensus"), if recorded
+  if (C) { curves(r, mean(r, C, off, () => true), "#999999", 3, "all, against the consensus", lines); }
   r.agg.lines.data = lines;
   const shown = r.layout === "plane" && chosenClass !== "all"
     ? mean(r, E, off, (s) => r.labels[s] === Number(chosenClass)) : all;
@@ -93,6 +95,11 @@ for (const r of runs.map(plain)) {
   const mine = [];
   for (let j = 0; j < r.K; j++) { mine.push(E[off + n * r.K + j]); }
   const ind = {xs: [], ys: [], color: [], width: [], name: []};
+  if (C) {
+    const theirs = [];
+    for (let j = 0; j < r.K; j++) { theirs.push(C[off + n * r.K + j]); }
+    curves(r, theirs, "#999999", 2.5, `sample ${n}, against the consensus`, ind);
+  }
   curves(r, mine, "#d62728", 2.5, `sample ${n}`, ind);
   r.ind.lines.data = ind;
   r.ind.pts.data = points(r, mine);
@@ -120,7 +127,8 @@ for (const r of runs.map(plain)) {
     r.bars.data = {cls, p, cons, color: colors};
   }
   const label = r.labels.length ? `class ${r.labels[n]}` : "unlabelled";
-  r.info.text = `check ${t + 1} of ${r.T} (step ${r.steps[t]}, epoch ${r.epochs[t]}) · sample ${n} (${label}) · ` +
+  r.info.text = `check ${t + 1} of ${r.T} (step ${r.steps[t]}, epochs trained ${r.epochs[t]}) · sample ${n} (${label}) · ` +
     `element ${r.names[k]} · error ${fmt(E[off + n * r.K + k])}` +
+    (C ? ` · against the consensus ${fmt(C[off + n * r.K + k])}` : "") +
     (r.probs ? ` · top-1 ${top} · consensus ${consensusTop}` : "");
 }

@@ -1,7 +1,7 @@
 """Pure, batched measuring functions (no logging, no global RNG, no change to the model)."""
 
 from eqmonitor.functional._coupling import BatchCouplingWarning
-from eqmonitor.functional.consensus import consensus, consensus_errors
+from eqmonitor.functional.consensus import REFERENCES, consensus, consensus_errors, orbit_errors_with_consensus
 from eqmonitor.functional.distances import DISTANCES, resolve_distance
 from eqmonitor.functional.equivariance import equivariance_error
 from eqmonitor.functional.gradients import gradient_errors
@@ -18,6 +18,7 @@ from eqmonitor.functional.orbit import noise_floor, orbit_errors
 __all__ = [
     "BatchCouplingWarning",
     "DISTANCES",
+    "REFERENCES",
     "FeatureAdapter",
     "LieDerivative",
     "TokenGridAction",
@@ -31,6 +32,7 @@ __all__ = [
     "lie_derivative",
     "noise_floor",
     "orbit_errors",
+    "orbit_errors_with_consensus",
     "register_feature_adapter",
     "resolve_distance",
 ]

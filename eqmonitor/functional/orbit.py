@@ -118,13 +118,15 @@ def _orbit_errors_update(
     bar: Any = None,
     keep_probs: bool = False,
     chunking: str = "mixed",
+    sink: Optional[Callable[[Tensor, Tensor], None]] = None,
 ) -> dict:
     """All (sample × element) errors, ``[K·N]`` element-major, plus floors; runs inside :func:`isolated`.
 
     Each action is planned once for the ``K`` elements (grids, gather indices); exact elements are processed first so
     that a chunk mixes exact and interpolated elements at most once, and each chunk knows its path without a sync.
     The forwards are cut by :func:`~eqmonitor.functional._chunking.pair_ranges`; with ``"mixed"`` the first one is
-    also tested for batch coupling.
+    also tested for batch coupling. ``sink(pos, actual)``, when given, receives every batch of prepared float64
+    outputs with their positions in the element-major table (the consensus reuses them: no second forward).
     """
     group, phi, phi_out = symmetry.group, symmetry.input_action, symmetry.output_action
     n, k = x.shape[0], elements.shape[0]
@@ -173,6 +175,8 @@ def _orbit_errors_update(
         expected = ref if plan_out is None else phi_out.apply(group, plan_out, ks, ref, hint)
         lab = labels.index_select(0, rows) if labels is not None else None
         pos = ks * n + rows  # position in the element-major table of the caller's element order
+        if sink is not None:
+            sink(pos, actual)
         pair = _scaled(actual, expected)  # one scaling for both tables (and the distance, when it is one of them)
         rel_e[pos], abs_e[pos] = rel, ab = _relative(pair), _max_abs(pair)
         errors[pos] = rel if dist is relative else (ab if dist is max_abs else dist(actual, expected, lab))
@@ -326,17 +330,33 @@ def orbit_errors(
         >>> res.errors.shape, bool(res.max() < 1e-6)
         (torch.Size([8, 4]), True)
     """
+    x, elements, labels = _orbit_inputs(model, x, symmetry, elements, labels, max_batch, chunking, validate_args)
+    return _orbit_errors_run(model, x, symmetry, elements, labels, max_batch, chunking, floor_samples, progress,
+                             keep_probs)  # fmt: skip
+
+
+def _orbit_inputs(
+    model: Callable, x: Tensor, symmetry: Symmetry, elements: Any, labels: Optional[Tensor], max_batch: Any,
+    chunking: str, validate_args: bool,
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:  # fmt: skip
+    """``(x, elements, labels)`` checked (when ``validate_args``) and on the model's device."""
     if validate_args:
         _orbit_errors_arg_validation(model, symmetry, max_batch)
         check_chunking(chunking)
-        x, elements, labels = _orbit_errors_tensor_validation(model, x, symmetry, elements, labels)
-    else:
-        device = model_device(model, x.device)
-        x, elements = x.to(device), _as_elements(elements, symmetry.group, device)
-        labels = labels.to(device) if labels is not None else None
+        return _orbit_errors_tensor_validation(model, x, symmetry, elements, labels)
+    device = model_device(model, x.device)
+    x, elements = x.to(device), _as_elements(elements, symmetry.group, device)
+    return x, elements, labels.to(device) if labels is not None else None
+
+
+def _orbit_errors_run(
+    model: Callable, x: Tensor, symmetry: Symmetry, elements: Tensor, labels: Optional[Tensor], max_batch: Any,
+    chunking: str, floor_samples: int, progress: bool, keep_probs: bool, sink: Any = None,
+) -> OrbitErrors:  # fmt: skip
+    """:func:`orbit_errors` on checked inputs (``sink``: see :func:`_orbit_errors_update`)."""
     total = x.shape[0] * elements.shape[0]
     with isolated(model), progress_bar(total, f"eqmonitor: {symmetry.name} orbit", progress) as bar:
         state = _orbit_errors_update(
-            model, x, symmetry, elements, labels, max_batch, floor_samples, bar, keep_probs, chunking
+            model, x, symmetry, elements, labels, max_batch, floor_samples, bar, keep_probs, chunking, sink
         )
     return _orbit_errors_compute(state, elements, symmetry, model_dtype(model) or x.dtype)

@@ -48,8 +48,11 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["compare", "{root}"], EXIT_INCOMPARABLE, "several symmetries (c4, rotation); choose one with --symmetry"),
         (["compare", "{root}", "--symmetry", "so3"], EXIT_INCOMPARABLE, "did not check 'so3'"),
         (["compare", "{root}/none", "{old}", "--symmetry", "c4", "--out", "{tmp}/o"], EXIT_INCOMPARABLE, "--unpaired"),
-        (["report", "{root}/none", "{root}/c4", "{old}"], EXIT_INCOMPARABLE, "at most 2 runs"),
+        (["report", "{root}/none", "{root}/c4", "{old}"], EXIT_USAGE, "report takes at most 2 runs, but 3"),
         (["compare", "{root}", "--by", "hour"], EXIT_USAGE, "invalid choice: 'hour'"),
+        (["compare", "{root}", "--symmetry", "c4", "--names", "a"], EXIT_USAGE, "Got 1 names for 2 runs"),
+        (["compare", "{root}", "--symmetry", "c4", "--check", "99"], EXIT_USAGE, "choose one from -4 to 3"),
+        (["compare", "{root}", "--symmetry", "c4", "--reference", "nobody"], EXIT_USAGE, "'nobody' is none of"),
     ],
 )
 def test_bad_input_gets_a_message_and_an_exit_code(two_runs, tmp_path, args, code, message):
@@ -58,6 +61,8 @@ def test_bad_input_gets_a_message_and_an_exit_code(two_runs, tmp_path, args, cod
     done = _run(*args)
     assert done.returncode == code, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+    if code == EXIT_USAGE:
+        assert not (tmp_path / "o").exists() and "eqmonitor-compare" not in {p.name for p in ROOT.iterdir()}
 
 
 def test_a_torn_records_file_is_a_warning_and_unpaired_old_records_compare(two_runs, tmp_path):
@@ -99,3 +104,32 @@ def test_help_and_console_script():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"eqmonitor": "eqmonitor.cli:main"}
+
+
+def test_the_reference_is_the_first_run_named_or_the_first_started(two_runs, tmp_path, capsys):
+    """diff = run − reference, whatever the folders are called: a parent folder gives its runs in the order they
+    started (the plain run first here, though "c4" sorts first by name); --reference picks another."""
+    root, _ = two_runs
+    parent = tmp_path / "study"
+    shutil.copytree(root / "c4", parent / "a-first-by-name")
+    shutil.copytree(root / "none", parent / "z-last-by-name")
+    out = {}
+    for label, args in {
+        "folder": [str(parent)],
+        "named": [str(root / "none"), str(root / "c4")],
+        "reversed": [str(root / "c4"), str(root / "none")],
+        "explicit": [str(root / "c4"), str(root / "none"), "--reference", "none"],
+    }.items():
+        assert main(["compare", *args, "--symmetry", "c4", "--out", str(tmp_path / label), "-q"]) == EXIT_OK
+        out[label] = json.loads((tmp_path / label / "summary.json").read_text())
+    for label in ("folder", "named", "explicit"):
+        (pair,) = out[label]["paired"]
+        assert (out[label]["reference"], pair["reference"], pair["run"]) == ("none", "none", "c4"), label
+        assert pair["mean_diff"] == pytest.approx(out["named"]["paired"][0]["mean_diff"])
+    assert [row["run"] for row in out["folder"]["summary"]] == ["none", "c4"]
+    (flipped,) = out["reversed"]["paired"]  # the first run named is the reference: the sign says so
+    assert (flipped["reference"], flipped["run"]) == ("c4", "none")
+    assert flipped["mean_diff"] == pytest.approx(-out["named"]["paired"][0]["mean_diff"])
+    assert "diff = run − reference, none" in (tmp_path / "explicit" / "summary.md").read_text()
+    assert main(["compare", str(parent), "--symmetry", "c4", "--out", str(tmp_path / "said")]) == EXIT_OK
+    assert "reference none" in capsys.readouterr().out

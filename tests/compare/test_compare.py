@@ -73,7 +73,7 @@ def test_old_records_compare_on_what_they_hold(two_runs):
 
 def test_runs_are_found_in_tensorboard_wandb_and_parent_folders(two_runs, tmp_path):
     root, _ = two_runs
-    assert [r.name for r in cmp.load_runs([root])] == ["c4", "none"]  # a folder above several runs
+    assert [r.name for r in cmp.load_runs([root])] == ["none", "c4"]  # a folder above several runs: start order
     L.seed_everything(0, verbose=False)
     logger = L.pytorch.loggers.TensorBoardLogger(str(tmp_path), name="tb")
     from eqmonitor.callbacks import EquivarianceMonitor
@@ -112,3 +112,37 @@ def test_figures_follow_the_group(two_runs):
     bars = cmp.per_class_figure(runs, "c4")
     assert len(bars.axes[0].patches) == 2 * len(np.unique(runs[0].labels()))
     assert cmp.per_class(runs[0], "c4").keys() == set(runs[0].labels().tolist())
+
+
+def test_epochs_agree_between_records_curves_and_the_explorer(two_runs):
+    """Records keep Lightning's 0-based ``epoch`` and the completed ``epochs_done``; the curves, the summary's
+    ``best_at`` and the explorer all count epochs trained: 0 before training, then 1, 2, 3."""
+    from eqmonitor.explorer.data import run_view
+
+    root, monitors = two_runs
+    run = cmp.load_run(root / "c4")
+    checks = run.checks("c4")
+    assert [r["epoch"] for r in checks] == [0, 0, 1, 2] and [r["epochs_done"] for r in checks] == [0, 1, 2, 3]
+    assert [e["epochs_done"] for e in monitors["c4"].history["c4"]] == [0, 1, 2, 3]
+    assert cmp.curve(run, "c4")[0].tolist() == [0, 1, 2, 3] == run_view(run, "c4").epochs
+    best = int(np.argmin([r["metrics"]["error_mean"] for r in checks]))
+    assert cmp.summary([run], "c4")[0]["best_at"] == best
+    old = cmp.load_run(OLD_RECORDS)  # written before epochs_done: epoch + 1 once training started
+    assert [cmp.epochs_done(r) for r in old.checks("c4")] == [r["epoch"] + (r["global_step"] > 0)
+                                                            for r in old.checks("c4")]  # fmt: skip
+
+
+def test_paired_statistics_against_a_chosen_reference(two_runs):
+    root, _ = two_runs
+    runs = cmp.load_runs([root / "none", root / "c4"])
+    (default,) = cmp.paired(runs, "c4")
+    (chosen,) = cmp.paired(runs, "c4", reference="c4")
+    assert (default["reference"], chosen["reference"], chosen["run"]) == ("none", "c4", "none")
+    assert chosen["mean_diff"] == pytest.approx(-default["mean_diff"])
+    assert cmp.pick_reference(runs, 1) is runs[1] and cmp.pick_reference(runs, str(runs[1].path)) is runs[1]
+    with pytest.raises(cmp.UsageError, match="'rot' is none of the runs"):
+        cmp.paired(runs, "c4", reference="rot")
+    with pytest.raises(cmp.UsageError, match="no check 4: choose one from -4 to 3"):
+        cmp.check_at(runs[0], "c4", 4)
+    with pytest.raises(cmp.UsageError, match="Got 3 names for 2 runs"):
+        cmp.load_runs([root / "none", root / "c4"], names=["a", "b", "c"])

@@ -119,3 +119,32 @@ def test_old_records_give_a_page_without_inputs_or_probabilities(tmp_path):
     assert main(["report", str(tmp_path / "old"), "--out", str(tmp_path / "old.html"), "-q"]) == EXIT_OK
     view = run_view(cmp.load_run(tmp_path / "old"), "c4")
     assert view.images is None and view.probs is None and view.layout == "finite"
+
+
+def test_a_consensus_run_shows_its_errors_against_the_consensus(browser, tmp_path):
+    from compare_specs import fit_run
+
+    monitor = fit_run(tmp_path / "cons", "none", reference="consensus")
+    page_file = tmp_path / "cons.html"
+    assert main(["report", str(tmp_path / "cons"), "--symmetry", "c4", "--out", str(page_file), "-q"]) == EXIT_OK
+    view = run_view(cmp.load_run(tmp_path / "cons"), "c4")
+    last = monitor.latest["c4"].consensus.errors.cpu().numpy()
+    np.testing.assert_allclose(view.consensus_errors[-1], last, rtol=1e-6)
+    page = browser.new_page(viewport={"width": 1000, "height": 1300})
+    page.goto(page_file.as_uri())
+    page.wait_for_function(
+        "window.Bokeh && Bokeh.documents.length > 0 && Bokeh.index && Object.keys(Bokeh.index).length"
+    )
+    page.wait_for_timeout(500)
+    shown = page.evaluate("""() => {
+      const get = (name) => Bokeh.documents[0].get_model_by_name(name);
+      const lines = get("ind_0_lines").data, agg = get("agg_0_lines").data;
+      return {names: Array.from(lines.name), ys: lines.ys.map((y) => Array.from(y)), agg: Array.from(agg.name),
+              info: get("info_0").text};
+    }""")
+    page.screenshot(path=str(_artefacts(tmp_path) / "explorer_consensus.png"), full_page=True)
+    assert shown["names"] == ["sample 0, against the consensus", "sample 0"]
+    assert "all, against the consensus" in shown["agg"] and "against the consensus" in shown["info"]
+    order = [int(i) for i in sorted(range(view.k), key=lambda i: (view.ex[i], i))]
+    polar_y = (view.consensus_errors[-1, 0] * -np.sin(view.ex))[order]  # the page's polar curve, closed
+    np.testing.assert_allclose(shown["ys"][0][: view.k], polar_y, rtol=1e-5, atol=1e-9)

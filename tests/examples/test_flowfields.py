@@ -58,3 +58,23 @@ def test_the_d4_averaged_model_is_covariant_at_float_precision_and_the_cnn_is_no
         assert trainer.callback_metrics["equivariance/d4/exact_error"] == errors[arch]  # D4 maps the grid to itself
     assert errors["d4_averaged"] < 1e-6
     assert errors["cnn"] > 1e-2
+
+
+def test_the_errors_against_the_consensus_tell_the_covariant_model_from_the_cnn(make_trainer):
+    """The monitor at its defaults plus ``reference="consensus"`` on a covariant output (a vector field), without
+    labels: the consensus errors are logged beside the default ones and equal the functional core's."""
+    errors = {}
+    for arch in ("cnn", "d4_averaged"):
+        L.seed_everything(0)
+        spec = {"name": "d4", "group": "d4", "input": "image", "output": "vector_field"}
+        monitor = eqm.EquivarianceMonitor(spec, reference="consensus")
+        trainer = make_trainer([monitor], max_epochs=1)
+        model = flowfields.FlowEstimator(arch=arch, width=16)
+        trainer.fit(model, datamodule=flowfields.PIVDataModule(128, 32, 16))
+        errors[arch] = float(trainer.callback_metrics["equivariance/d4/consensus_error_mean"])
+        assert "equivariance/d4/error_mean" in trainer.callback_metrics
+        sym = monitor.symmetries[0]
+        expected = eqm.functional.consensus_errors(model, monitor.probe.x, sym, monitor._elements["d4"])
+        torch.testing.assert_close(monitor.latest["d4"].consensus.errors, expected, rtol=1e-5, atol=1e-7)
+    assert errors["d4_averaged"] < 1e-6
+    assert errors["cnn"] > 1e-2

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 import eqmonitor as eqm
 from eqmonitor.actions import ImageAction, VectorField
 from eqmonitor.functional import consensus, consensus_errors
+from eqmonitor.functional.consensus import check_reference
 from eqmonitor.groups import Dihedral
 
 
@@ -130,3 +131,55 @@ def test_bad_input_is_refused(c4):
     with pytest.raises(ValueError, match="needs labels"):
         consensus_errors(model, x, conf, elements)
     assert consensus(model, x, conf, elements).shape == (4, 10)  # the consensus itself needs no labels
+
+
+@pytest.mark.parametrize("error", ["relative", "kl", "flip"])
+def test_one_pass_gives_the_orbit_errors_and_the_consensus_errors_of_a_classifier(c4, error):
+    _, x = c4
+    sym = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant", error=error)
+    model = eqm.demos.SmallCNN()
+    elements = sym.group.all_elements()
+    own, cons = eqm.functional.orbit_errors_with_consensus(model, x, sym, elements, max_batch=5)
+    alone = eqm.functional.orbit_errors(model, x, sym, elements)
+    assert own.reference == "identity" and cons.reference == "consensus"
+    torch.testing.assert_close(own.errors, alone.errors, rtol=1e-6, atol=1e-9)  # the first result is orbit_errors
+    torch.testing.assert_close(cons.errors, consensus_errors(model, x, sym, elements), rtol=1e-6, atol=1e-9)
+    # flips against the consensus: the top-1 class at each element against the consensus' top-1
+    c = consensus(model, x, sym, elements)
+    top = torch.stack([model.eval()(torch.rot90(x, -k, (2, 3))).argmax(1) for k in range(4)], 1)  # C4's k: -k·90°
+    torch.testing.assert_close(cons.flips, (top != c.argmax(1, keepdim=True)).double())
+    assert cons.confidence is None and (cons.elements == own.elements).all()
+
+
+def test_one_pass_consensus_errors_of_a_vector_field(field_setup):
+    sym, x = field_setup
+    elements = sym.group.all_elements()
+    for model, small in ((_D4Covariant(_flow_cnn()), True), (_flow_cnn(), False)):
+        own, cons = eqm.functional.orbit_errors_with_consensus(model, x, sym, elements)
+        torch.testing.assert_close(cons.errors, consensus_errors(model, x, sym, elements), rtol=1e-6, atol=1e-9)
+        assert (cons.max() < 1e-6) if small else (cons.errors.min() > 1e-2)
+        assert (own.max() < 1e-6) if small else (own.errors[:, 1:].min() > 1e-2)
+
+
+def test_one_pass_consensus_marks_a_sample_with_a_nan_output_as_nonfinite(c4):
+    sym, x = c4
+    net = eqm.demos.SmallCNN()
+
+    def model(t: Tensor) -> Tensor:  # NaN for the first sample's quarter turn only
+        out = net(t)
+        bad = (t - torch.rot90(x[:1], -1, (2, 3))).flatten(1).abs().amax(1) == 0
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+    own, cons = eqm.functional.orbit_errors_with_consensus(model, x, sym, sym.group.all_elements(), max_batch=4)
+    assert int(own.nonfinite.sum()) == 1 and own.nonfinite[0, 1]
+    assert cons.nonfinite[0].all() and not cons.nonfinite[1:].any()  # its consensus is unknown: every element
+    assert torch.isfinite(cons.summary().error_mean)
+
+
+def test_bad_reference_and_labelled_errors_are_refused(c4):
+    sym, x = c4
+    with pytest.raises(ValueError, match="Expected `reference` to be one of"):
+        check_reference("ground_truth")
+    conf = eqm.Symmetry.from_spec(group="c4", input="image", output="invariant", error="confidence")
+    with pytest.raises(ValueError, match="needs labels"):
+        eqm.functional.orbit_errors_with_consensus(eqm.demos.SmallCNN(), x, conf, [0, 1])
