@@ -23,6 +23,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from eqmonitor.callbacks.breach import EquivarianceBreachError
+from eqmonitor.callbacks.check_outputs import write_check
 from eqmonitor.callbacks.drift_alerts import EquivarianceDriftWarning, drift_tracker, emit_drift_alerts
 from eqmonitor.callbacks.figure_log import FigureLog
 from eqmonitor.callbacks.guard import EquivarianceGuard
@@ -355,28 +356,13 @@ class EquivarianceMonitor(Callback):
             for guard in guards:  # may raise EquivarianceBreachError: records and figures are written first
                 guard.evaluate(trainer, report=report, checked=[s.name for s in self.symmetries], at_start=at_start)
         except BaseException as err:
-            self._write(trainer, done, guards, step, wait=True)
+            write_check(trainer, done, guards, step, self._writer, self._figures if self.plots else None, True)
             if isinstance(err, EquivarianceBreachError) and trainer.world_size > 1:
                 # every rank raises at this check (the decision is reduced): the others wait while rank 0 writes,
                 # or Lightning's launcher would kill rank 0 as soon as another rank's process exits
                 trainer.strategy.barrier("eqmonitor-breach")
             raise
-        self._write(trainer, done, guards, step)
-
-    def _write(self, trainer: Trainer, done: list, guards: list, step: int, wait: bool = False) -> None:
-        """Rank 0: the check's records, then its figures (forced, and waited for, when a guard acted on it)."""
-        if not trainer.is_global_zero:
-            return
-        breaches = [g.last_breach for g in guards if g.last_breach and g.last_breach["global_step"] == step]
-        for result, entry, alerts in done:
-            if self._writer is not None:
-                self._writer.append(result, entry, alerts, breaches)
-            if self.plots:
-                self._figures.submit(trainer.loggers, result, step, force=bool(breaches))
-        if wait and self._writer is not None:
-            self._writer.flush()
-        if wait and self.plots:
-            self._figures.drain()
+        write_check(trainer, done, guards, step, self._writer, self._figures if self.plots else None)
 
     # ------------------------------------------------------------------ state
     @override

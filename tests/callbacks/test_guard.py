@@ -225,17 +225,6 @@ def test_stop_gives_one_log_line_and_raise_only_the_exception(fit, caplog):
     assert not breach_lines(caplog) and not breach_messages(caught)
 
 
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        (tmp_path / var.lower()).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    for var, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_CONSOLE", "off")):
-        monkeypatch.setenv(var, value)
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    return tmp_path / "wandb_dir"
-
-
 @pytest.mark.parametrize("on_breach, level, n", [("warn", "WARN", 2), ("stop", "ERROR", 1), ("raise", "ERROR", 1)])
 def test_breaches_reach_wandb_alert(fit, wandb_env, on_breach, level, n):
     pytest.importorskip("wandb")

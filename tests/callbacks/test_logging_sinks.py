@@ -110,19 +110,6 @@ def test_records_written_next_to_the_logs(fit, tmp_path):
     assert any(r["alerts"] for r in records)  # drift_factor 1.01: the rising error alerts
 
 
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        path = tmp_path / var.lower()
-        path.mkdir()
-        monkeypatch.setenv(var, str(path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    return tmp_path / "wandb_dir"
-
-
 def test_wandb_offline_scalars_images_and_alerts(fit, wandb_env, tmp_path):
     import wandb
     from lightning.pytorch.loggers import WandbLogger

@@ -28,18 +28,6 @@ def _fit(monitor, logger, augment="none"):
     return trainer
 
 
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        path = tmp_path / var.lower()
-        path.mkdir()
-        monkeypatch.setenv(var, str(path))
-    for var, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_CONSOLE", "off"),
-                       ("WANDB_DISABLE_GIT", "true")):  # fmt: skip
-        monkeypatch.setenv(var, value)
-    return tmp_path / "save"
-
-
 def test_wandb_gets_the_aggregate_curve_of_every_check_as_a_table_and_a_line_series(wandb_env):
     import wandb
     from lightning.pytorch.loggers import WandbLogger
