@@ -320,7 +320,7 @@ class AuditReport:
         if self.distance not in ("relative", "max_abs"):
             lines.append((f"{self.distance} error", line(self.stats[self.distance])))
         if self.exact_error is not None:
-            lines.append(("exact elements", f"mean {_fmt(self.exact_error)} ({self.verdict_exact}): model error only"))
+            lines.append(("exact, relative", f"mean {_fmt(self.exact_error)} ({self.verdict_exact}): model error only"))
         if self.interp_error is not None:
             interp = [r for r in self.elements if not r["exact"]]
             floor = sum(r["noise_floor"] for r in interp) / len(interp)
@@ -328,7 +328,7 @@ class AuditReport:
             note = f"; {within} of {len(interp)} within their noise floor" if 0 < within < len(interp) else ""
             lines.append(
                 (
-                    "interpolated",
+                    "interp, relative",
                     f"mean {_fmt(self.interp_error)} ({self.verdict_interpolated}{note}); model + transform error, "
                     f"noise floor mean {_fmt(floor)}",
                 )

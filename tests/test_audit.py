@@ -31,7 +31,7 @@ def test_audit_report_formats(c4_averaged, digits, rotation):
     assert report.verdict_exact == "exact" and report.verdict_interpolated not in ("exact", "excellent")
     assert report.verdict == report.verdict_interpolated
     text = report.to_text()
-    assert "exact elements" in text and "interpolated" in text and "angle=0.785" in text
+    assert "exact, relative" in text and "interp, relative" in text and "angle=0.785" in text
     md = report.to_markdown()
     assert md.startswith("### eqmonitor audit") and "| element |" in md
     data = json.loads(report.to_json())

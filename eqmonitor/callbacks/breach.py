@@ -10,6 +10,7 @@ the two pieces of text the guard builds (a missing key's message, and why Lightn
 from __future__ import annotations
 
 import difflib
+import re
 from enum import Enum
 from typing import Callable, Optional
 
@@ -59,6 +60,15 @@ def symmetry_of(key: str) -> Optional[str]:
     """``"c4"`` for ``"equivariance/c4/error_mean"``; ``None`` for keys outside the monitor's namespace."""
     parts = key.split("/")
     return parts[1] if len(parts) >= 3 and parts[0] + "/" == PREFIX else None
+
+
+_MONITOR_FIELD = re.compile(r"(error_\w+|exact_error|interp_error|flip_rate|nonfinite|layer/.+|grad_.+|consensus_.+)")
+
+
+def is_monitor_field(key: str) -> bool:
+    """Whether ``key`` has the shape of a monitor's key, ``equivariance/<symmetry>/<one of its fields>``: one whose
+    symmetry no monitor measures is a typo that can be named at the first check, not after an epoch."""
+    return symmetry_of(key) is not None and bool(_MONITOR_FIELD.fullmatch(key.split("/", 2)[2]))
 
 
 def missing_keys_message(

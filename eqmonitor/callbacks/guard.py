@@ -27,6 +27,7 @@ from eqmonitor.callbacks.breach import (
     EquivarianceBreachWarning,
     EquivarianceConfigError,
     UnloggedKeyError,
+    is_monitor_field,
     lightning_defers_stop,
     missing_keys_message,
 )
@@ -230,7 +231,8 @@ class EquivarianceGuard(Callback):
         names = {str(n) for n in checked} if checked is not None else set()
         if checked is not None:
             self._checked_names |= names
-            todo = [k for k in self.thresholds if _symmetry_of(k) in names]
+            todo = [k for k in self.thresholds if _symmetry_of(k) in names  # and misspelt symmetries, now:
+                    or (is_monitor_field(k) and not self._is_monitor_key(k))]  # fmt: skip
             self._require_logged(trainer, todo, f"by the monitor's check of {sorted(names)} at step {step}")
         if at_start and not self.judge_start:
             return

@@ -25,7 +25,8 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from eqmonitor.compare.runs import Run
+from eqmonitor.compare.runs import CompareError, Run
+from eqmonitor.compare.stats import same_probe
 from eqmonitor.explorer.data import RunView, circle_xy, nice_max, run_view
 
 __all__ = ["build_page", "write_explorer"]
@@ -177,6 +178,21 @@ def _escape(text: str) -> str:
     return html.escape(str(text))
 
 
+def _check_linkable(runs: Sequence[Run], symmetry: str) -> None:
+    """Two runs side by side share the selection (sample ``i``, element ``k``): refuse runs whose probes or elements
+    differ, where sample ``i`` of one run is not sample ``i`` of the other (records without a probe fingerprint,
+    written by older versions, are let through)."""
+    if len(runs) < 2 or any(run.fingerprint is None for run in runs):
+        return
+    why = same_probe(runs, symmetry)
+    if why is not None:
+        raise CompareError(
+            f"{why}; the explorer links sample i and element k of one run to those of the other, so two runs must "
+            "share their probe: train them with the same monitor `seed`, `n_samples` and validation data, or write "
+            "one page per run."
+        )
+
+
 def build_page(runs: Sequence[Run], symmetry: str, title: str = "eqmonitor · NERO explorer") -> str:
     """The explorer of ``runs`` (one or two) on ``symmetry``, as one standalone HTML document (inline resources)."""
     from bokeh.embed import file_html
@@ -184,6 +200,7 @@ def build_page(runs: Sequence[Run], symmetry: str, title: str = "eqmonitor · NE
     from bokeh.models import ColumnDataSource, CustomJS, Div, RadioButtonGroup, Select, Slider
     from bokeh.resources import INLINE
 
+    _check_linkable(runs, symmetry)
     views = [run_view(run, symmetry) for run in runs]
     columns, data = zip(*(_run_column(view, i) for i, view in enumerate(views)))
     state = ColumnDataSource({"sample": [0], "element": [0]}, name="state")

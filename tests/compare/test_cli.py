@@ -133,3 +133,14 @@ def test_the_reference_is_the_first_run_named_or_the_first_started(two_runs, tmp
     assert "diff = run − reference, none" in (tmp_path / "explicit" / "summary.md").read_text()
     assert main(["compare", str(parent), "--symmetry", "c4", "--out", str(tmp_path / "said")]) == EXIT_OK
     assert "reference none" in capsys.readouterr().out
+
+
+def test_report_refuses_two_runs_on_different_probes(two_runs, other_probe_run, tmp_path):
+    """The explorer links sample i of one run to sample i of the other: on different probes that link is false, so
+    ``report`` refuses them (exit 4, as ``compare`` does for paired statistics) and writes no page."""
+    root, _ = two_runs
+    page = tmp_path / "p.html"
+    done = _run("report", str(root / "none"), str(other_probe_run), "--symmetry", "c4", "--out", str(page))
+    assert done.returncode == EXIT_INCOMPARABLE, done.stderr
+    assert "probed different samples" in done.stderr and "links sample i" in done.stderr
+    assert "Traceback" not in done.stderr and not page.exists()
