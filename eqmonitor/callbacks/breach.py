@@ -65,10 +65,15 @@ def symmetry_of(key: str) -> Optional[str]:
 _MONITOR_FIELD = re.compile(r"(error_\w+|exact_error|interp_error|flip_rate|nonfinite|layer/.+|grad_.+|consensus_.+)")
 
 
-def is_monitor_field(key: str) -> bool:
-    """Whether ``key`` has the shape of a monitor's key, ``equivariance/<symmetry>/<one of its fields>``: one whose
-    symmetry no monitor measures is a typo that can be named at the first check, not after an epoch."""
-    return symmetry_of(key) is not None and bool(_MONITOR_FIELD.fullmatch(key.split("/", 2)[2]))
+def misspelt_monitor_key(key: str, monitored: set[str]) -> bool:
+    """Whether ``key`` is a monitor's field (``equivariance/<symmetry>/error_mean``, ...) under a near miss of a
+    monitored symmetry (``C4`` for ``c4``, ``rotaton`` for ``rotation``): a typo that can be named at the first
+    check. Keys under other names may be the user's own ``self.log`` and wait for validation."""
+    sym = symmetry_of(key)
+    if sym is None or sym in monitored or not _MONITOR_FIELD.fullmatch(key.split("/", 2)[2]):
+        return False
+    lower = {m.lower(): m for m in monitored}
+    return sym.lower() in lower or bool(difflib.get_close_matches(sym, list(monitored), n=1, cutoff=0.8))
 
 
 def missing_keys_message(

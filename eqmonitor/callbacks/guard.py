@@ -27,9 +27,9 @@ from eqmonitor.callbacks.breach import (
     EquivarianceBreachWarning,
     EquivarianceConfigError,
     UnloggedKeyError,
-    is_monitor_field,
     lightning_defers_stop,
     missing_keys_message,
+    misspelt_monitor_key,
 )
 from eqmonitor.callbacks.breach import symmetry_of as _symmetry_of
 from eqmonitor.sinks import send_alert
@@ -232,7 +232,7 @@ class EquivarianceGuard(Callback):
         if checked is not None:
             self._checked_names |= names
             todo = [k for k in self.thresholds if _symmetry_of(k) in names  # and misspelt symmetries, now:
-                    or (is_monitor_field(k) and not self._is_monitor_key(k))]  # fmt: skip
+                    or misspelt_monitor_key(k, self._known_names())]  # fmt: skip
             self._require_logged(trainer, todo, f"by the monitor's check of {sorted(names)} at step {step}")
         if at_start and not self.judge_start:
             return

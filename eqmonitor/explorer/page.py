@@ -92,20 +92,25 @@ def _orbit_figure(view: RunView, title: str, name: str, radius: float, mapper: A
     return fig, {"lines": lines, "pts": points}
 
 
-def _run_column(view: RunView, index: int) -> tuple[Any, dict]:
-    """The five views of one run, and what the page's callback needs of them."""
+def _radii(view: RunView) -> tuple[float, float]:
+    """The radii the aggregate (per-class means) and the individual (any sample) polar plots of ``view`` need."""
+    classes = [] if view.labels is None else sorted(int(c) for c in np.unique(view.labels))
+    with np.errstate(all="ignore"):
+        means = [np.nanmean(view.errors, 1)] + [np.nanmean(view.errors[:, view.labels == c], 1) for c in classes]
+    errors = view.errors if view.consensus_errors is None else np.stack([view.errors, view.consensus_errors])
+    return nice_max(np.stack(means)), nice_max(errors)
+
+
+def _run_column(view: RunView, index: int, radii: tuple[float, float]) -> tuple[Any, dict]:
+    """The five views of one run, and what the page's callback needs of them (``radii``: of its polar plots, the
+    same for every run on the page, so that runs side by side compare by eye)."""
     from bokeh.layouts import column, row
     from bokeh.models import ColorBar, ColumnDataSource, Div, HoverTool, LinearColorMapper, TapTool
     from bokeh.plotting import figure
 
     tag = f"{index}"
     classes = [] if view.labels is None else sorted(int(c) for c in np.unique(view.labels))
-    with np.errstate(all="ignore"):
-        means = [np.nanmean(view.errors, 1)] + [np.nanmean(view.errors[:, view.labels == c], 1) for c in classes]
-    agg_radius = nice_max(np.stack(means))
-    ind_radius = nice_max(
-        view.errors if view.consensus_errors is None else np.stack([view.errors, view.consensus_errors])
-    )
+    agg_radius, ind_radius = radii
     agg_map = LinearColorMapper(palette=_PALETTE, low=0, high=agg_radius)
     ind_map = LinearColorMapper(palette=_PALETTE, low=0, high=ind_radius)
     agg_fig, agg = _orbit_figure(view, "aggregate: mean error per class", f"agg_{tag}", agg_radius, agg_map)
@@ -202,7 +207,8 @@ def build_page(runs: Sequence[Run], symmetry: str, title: str = "eqmonitor · NE
 
     _check_linkable(runs, symmetry)
     views = [run_view(run, symmetry) for run in runs]
-    columns, data = zip(*(_run_column(view, i) for i, view in enumerate(views)))
+    radii = tuple(max(r) for r in zip(*(_radii(view) for view in views)))
+    columns, data = zip(*(_run_column(view, i, radii) for i, view in enumerate(views)))
     state = ColumnDataSource({"sample": [0], "element": [0]}, name="state")
     most = max(len(v.steps) for v in views)
     slider = Slider(start=0, end=max(most - 1, 1), value=most - 1, step=1, title="training check", width=420,

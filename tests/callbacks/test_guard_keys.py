@@ -57,8 +57,8 @@ class StepAtError(Callback):
     [
         ("val_los", False, "did you mean 'val_loss'", 4),  # a self.log-ged key: after epoch 0 and its validation
         ("equivarience/c4/error_mean", True, "did you mean 'equivariance/c4/error_mean'", 4),
-        # a monitor's field under a symmetry no monitor measures (a typo, e.g. "C4"): named at the first check
-        ("equivariance/c5/error_mean", True, "no EquivarianceMonitor measures 'c5'; the attached one measures", 0),
+        ("equivariance/c5/error_mean", True, "no EquivarianceMonitor measures 'c5'; the attached one measures", 4),
+        # a monitor's field under a near miss of a monitored symmetry (a typo): named at the first check
         ("equivariance/C4/error_mean", True, "did you mean 'equivariance/c4/error_mean'", 0),
         ("equivariance/c4/error_mean", False, "none is attached to this guard", 4),
         ("equivariance/c4/eror_mean", True, "did you mean 'equivariance/c4/error_mean'", 0),  # at the first check

@@ -148,3 +148,28 @@ def test_a_consensus_run_shows_its_errors_against_the_consensus(browser, tmp_pat
     order = [int(i) for i in sorted(range(view.k), key=lambda i: (view.ex[i], i))]
     polar_y = (view.consensus_errors[-1, 0] * -np.sin(view.ex))[order]  # the page's polar curve, closed
     np.testing.assert_allclose(shown["ys"][0][: view.k], polar_y, rtol=1e-5, atol=1e-9)
+
+
+def test_two_runs_side_by_side_share_the_radii_of_their_polar_plots(two_runs, browser, tmp_path):
+    """Runs side by side are compared by eye: the plain and the augmented run's aggregate and individual polar plots
+    have one radial scale (that of the run that needs the larger one), not one each."""
+    root, _ = two_runs
+    page_file = tmp_path / "pair.html"
+    assert main(["report", str(root / "none"), str(root / "c4"), "--symmetry", "c4", "--out", str(page_file),
+                 "-q"]) == EXIT_OK  # fmt: skip
+    page = browser.new_page(viewport={"width": 1600, "height": 1300})
+    page.goto(page_file.as_uri())
+    page.wait_for_function(
+        "window.Bokeh && Bokeh.documents.length > 0 && Bokeh.index && Object.keys(Bokeh.index).length"
+    )
+    ends = page.evaluate("""() => {
+      const get = (name) => Bokeh.documents[0].get_model_by_name(name);
+      return ["agg_0_fig", "agg_1_fig", "ind_0_fig", "ind_1_fig"].map((n) => get(n).x_range.end);
+    }""")
+    from eqmonitor.explorer.page import _radii
+
+    needed = [_radii(run_view(cmp.load_run(root / name), "c4")) for name in ("none", "c4")]
+    assert needed[0] != needed[1]  # the runs alone would get different scales
+    agg, ind = (1.25 * max(r[i] for r in needed) for i in (0, 1))
+    assert ends == pytest.approx([agg, agg, ind, ind])
+    page.close()
