@@ -80,7 +80,7 @@ def compare_to_folder(
     result = {"symmetry": symmetry, "by": by, "check": check, "reference": ref.name, "summary": rows, "paired": pairs,
               "paired_skipped": why, "per_class": classes, "runs": {r.name: str(r.path) for r in runs}}  # fmt: skip
     step("table")
-    text = f"# {symmetry}: {len(runs)} runs\n\n" + markdown_table(rows, SUMMARY_COLUMNS)
+    text = f"# {symmetry}: {len(runs)} run{'' if len(runs) == 1 else 's'}\n\n" + markdown_table(rows, SUMMARY_COLUMNS)
     if pairs:
         text += f"\n## Paired, per sample (mean error over the elements; diff = run − reference, {ref.name})\n\n"
         text += markdown_table(pairs, PAIRED_COLUMNS)
