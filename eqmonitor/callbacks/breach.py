@@ -72,8 +72,8 @@ def misspelt_monitor_key(key: str, monitored: set[str]) -> bool:
     sym = symmetry_of(key)
     if sym is None or sym in monitored or not _MONITOR_FIELD.fullmatch(key.split("/", 2)[2]):
         return False
-    lower = {m.lower(): m for m in monitored}
-    return sym.lower() in lower or bool(difflib.get_close_matches(sym, list(monitored), n=1, cutoff=0.8))
+    lowered = {m.lower() for m in monitored}
+    return sym.lower() in lowered or bool(difflib.get_close_matches(sym, list(monitored), n=1, cutoff=0.8))
 
 
 def missing_keys_message(

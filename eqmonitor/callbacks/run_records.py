@@ -204,16 +204,9 @@ class RunRecords:
         ``load_state_dict`` kept (``last_step``, ``records_dir``) when resuming, else empty."""
         if folder is None:
             return None
-        writer = RunRecords.open(trainer, True, folder, run_id=run_id, restored_step=restored.get("last_step"),
-                                 restored_folder=restored.get("records_dir"))  # fmt: skip
         info = RunRecords.run_meta(trainer, pl_module, probe, symmetries, elements, **meta)
-        if writer is not None:
-            writer.write_run(info)
-        return writer
-
-    @staticmethod
-    def open(trainer: Any, enabled: bool, folder: Optional[str], **kw: Any) -> Optional["RunRecords"]:
-        """The writer on rank 0 when records are on, else ``None``."""
-        if not enabled or folder is None or not trainer.is_global_zero:
+        if not trainer.is_global_zero:
             return None
-        return RunRecords(folder, **kw)
+        writer = RunRecords(folder, run_id, restored.get("last_step"), restored.get("records_dir"))
+        writer.write_run(info)
+        return writer

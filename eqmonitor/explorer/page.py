@@ -92,9 +92,13 @@ def _orbit_figure(view: RunView, title: str, name: str, radius: float, mapper: A
     return fig, {"lines": lines, "pts": points}
 
 
+def _classes(view: RunView) -> list[int]:
+    return [] if view.labels is None else sorted(int(c) for c in np.unique(view.labels))
+
+
 def _radii(view: RunView) -> tuple[float, float]:
     """The radii the aggregate (per-class means) and the individual (any sample) polar plots of ``view`` need."""
-    classes = [] if view.labels is None else sorted(int(c) for c in np.unique(view.labels))
+    classes = _classes(view)
     with np.errstate(all="ignore"):
         means = [np.nanmean(view.errors, 1)] + [np.nanmean(view.errors[:, view.labels == c], 1) for c in classes]
     errors = view.errors if view.consensus_errors is None else np.stack([view.errors, view.consensus_errors])
@@ -109,7 +113,7 @@ def _run_column(view: RunView, index: int, radii: tuple[float, float]) -> tuple[
     from bokeh.plotting import figure
 
     tag = f"{index}"
-    classes = [] if view.labels is None else sorted(int(c) for c in np.unique(view.labels))
+    classes = _classes(view)
     agg_radius, ind_radius = radii
     agg_map = LinearColorMapper(palette=_PALETTE, low=0, high=agg_radius)
     ind_map = LinearColorMapper(palette=_PALETTE, low=0, high=ind_radius)
